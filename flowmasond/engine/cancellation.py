@@ -1,0 +1,34 @@
+"""Cooperative cancellation of a run."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class CancellationToken:
+    """Set once when a run should stop; checked before each stage.
+
+    In-flight stages get ``grace_s`` to finish after cancellation is requested, then their tasks are
+    cancelled (a shell stage's process group gets SIGTERM, then SIGKILL).
+    """
+
+    __slots__ = ("_event", "reason", "grace_s")
+
+    def __init__(self, grace_s: float = 5.0) -> None:
+        self._event = asyncio.Event()
+        self.reason: str | None = None
+        self.grace_s = grace_s
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: str = "cancelled", *, grace_s: float | None = None) -> None:
+        if grace_s is not None:
+            self.grace_s = grace_s
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()

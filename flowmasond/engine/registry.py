@@ -1,0 +1,205 @@
+"""Components: the ``@node`` / ``@operator`` / ``@control_flow`` decorators and the registry.
+
+A component is a class with a pydantic ``Input`` model, an optional ``Output`` model and
+``async execute(self, input, context)``. The decorators only attach metadata; a
+``ComponentRegistry`` collects decorated classes (built-ins, a configured module path, the
+``flowmason.components`` entry-point group), so tests never share global state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from flowmasond.engine.models import RetryConfig
+from flowmasond.errors import ComponentNotFoundError, ConfigurationError
+
+if TYPE_CHECKING:
+    from flowmasond.engine.context import ExecutionContext
+
+ComponentKind = Literal["node", "operator", "control_flow"]
+ENTRY_POINT_GROUP = "flowmason.components"
+META_ATTR = "__flowmason_component__"
+
+# Default per-attempt timeouts when neither the stage nor the component sets one (DESIGN.md).
+DEFAULT_TIMEOUT_MS: dict[str, int] = {"node": 60_000, "operator": 30_000, "control_flow": 0}
+
+
+class ComponentInput(BaseModel):
+    """Base for a component's ``Input``: unknown config keys are errors, never dropped."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class ComponentOutput(BaseModel):
+    """Base for a component's ``Output``."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Component(Protocol):
+    """What a component class provides."""
+
+    Input: type[BaseModel]
+
+    async def execute(self, input: Any, context: ExecutionContext) -> Any: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ComponentMeta:
+    """Everything the engine needs to know about a component type."""
+
+    name: str
+    kind: ComponentKind
+    cls: type
+    description: str = ""
+    timeout_ms: int | None = None  # None: the kind's default
+    retry: RetryConfig | None = None  # used when the stage has no retry_config
+    safe_to_repeat: bool = True  # False: a crash mid-stage stops the run for an operator decision
+    input_model: type[BaseModel] = ComponentInput
+    output_model: type[BaseModel] | None = None
+
+    @property
+    def default_timeout_ms(self) -> int:
+        return self.timeout_ms if self.timeout_ms is not None else DEFAULT_TIMEOUT_MS[self.kind]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-safe description (for ``flowmason components`` and docs)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "timeout_ms": self.default_timeout_ms,
+            "safe_to_repeat": self.safe_to_repeat,
+            "input_schema": self.input_model.model_json_schema(),
+        }
+
+
+C = TypeVar("C", bound=type)
+
+
+def _decorator(kind: ComponentKind, name: str, *, description: str = "",
+               timeout_ms: int | None = None, retry: RetryConfig | dict[str, Any] | None = None,
+               safe_to_repeat: bool = True) -> Callable[[C], C]:
+    def wrap(cls: C) -> C:
+        input_model = getattr(cls, "Input", None)
+        if not (inspect.isclass(input_model) and issubclass(input_model, BaseModel)):
+            raise TypeError(f"component {name!r}: class {cls.__name__} needs a pydantic `Input` model")
+        output_model = getattr(cls, "Output", None)
+        if output_model is not None and not issubclass(output_model, BaseModel):
+            raise TypeError(f"component {name!r}: `Output` must be a pydantic model")
+        if kind != "control_flow" and not inspect.iscoroutinefunction(getattr(cls, "execute", None)):
+            raise TypeError(f"component {name!r}: `execute` must be `async def`")
+        meta = ComponentMeta(
+            name=name, kind=kind, cls=cls, description=description or (cls.__doc__ or "").strip(),
+            timeout_ms=timeout_ms,
+            retry=RetryConfig.model_validate(retry) if isinstance(retry, dict) else retry,
+            safe_to_repeat=safe_to_repeat, input_model=input_model, output_model=output_model,
+        )
+        setattr(cls, META_ATTR, meta)
+        return cls
+    return wrap
+
+
+def node(name: str, **kwargs: Any) -> Callable[[C], C]:
+    """Declare an AI node (LLM-backed; 60 s default timeout)."""
+    return _decorator("node", name, **kwargs)
+
+
+def operator(name: str, **kwargs: Any) -> Callable[[C], C]:
+    """Declare a deterministic operator (30 s default timeout)."""
+    return _decorator("operator", name, **kwargs)
+
+
+def control_flow(name: str, **kwargs: Any) -> Callable[[C], C]:
+    """Declare a control-flow component; the engine's ControlFlowHandler executes it."""
+    return _decorator("control_flow", name, **kwargs)
+
+
+def component_meta(obj: Any) -> ComponentMeta | None:
+    """The metadata a decorator attached to ``obj``, if any."""
+    return getattr(obj, META_ATTR, None) if inspect.isclass(obj) else None
+
+
+class ComponentRegistry:
+    """Component types by name, and one shared instance of each."""
+
+    def __init__(self) -> None:
+        self._meta: dict[str, ComponentMeta] = {}
+        self._instances: dict[str, Any] = {}
+
+    @classmethod
+    def with_builtins(cls) -> ComponentRegistry:
+        """A registry holding every built-in component."""
+        from flowmasond.components import BUILTIN_MODULES
+
+        registry = cls()
+        for module in BUILTIN_MODULES:
+            registry.register_module(module)
+        return registry
+
+    def register(self, component_cls: type, *, replace: bool = False) -> ComponentMeta:
+        meta = component_meta(component_cls)
+        if meta is None:
+            raise TypeError(f"{component_cls!r} is not decorated with @node, @operator or @control_flow")
+        if meta.name in self._meta and not replace and self._meta[meta.name].cls is not component_cls:
+            raise ConfigurationError(f"component type {meta.name!r} is registered twice",
+                                     existing=self._meta[meta.name].cls.__module__,
+                                     new=component_cls.__module__)
+        self._meta[meta.name] = meta
+        self._instances.pop(meta.name, None)
+        return meta
+
+    def register_module(self, module: ModuleType | str) -> list[ComponentMeta]:
+        """Register every decorated class defined in ``module`` (a module or dotted path)."""
+        if isinstance(module, str):
+            try:
+                module = importlib.import_module(module)
+            except Exception as exc:  # an operator's typo must say which module
+                raise ConfigurationError(f"cannot import component module: {exc}", module=module) from exc
+        found = []
+        for value in vars(module).values():
+            meta = component_meta(value)
+            if meta is not None and value.__module__ == module.__name__:
+                found.append(self.register(value))
+        return found
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[ComponentMeta]:
+        """Register components published by installed packages under ``group``."""
+        found: list[ComponentMeta] = []
+        for ep in entry_points(group=group):
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise ConfigurationError(f"cannot load component entry point: {exc}",
+                                         entry_point=ep.name, value=ep.value) from exc
+            if isinstance(obj, ModuleType):
+                found.extend(self.register_module(obj))
+            else:
+                found.append(self.register(obj))
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._meta
+
+    def names(self) -> list[str]:
+        return sorted(self._meta)
+
+    def meta(self, name: str) -> ComponentMeta:
+        try:
+            return self._meta[name]
+        except KeyError:
+            raise ComponentNotFoundError(f"unknown component type {name!r}", component_type=name) from None
+
+    def instance(self, name: str) -> Any:
+        """The shared instance of a component (components must keep no per-run state)."""
+        inst = self._instances.get(name)
+        if inst is None:
+            inst = self._instances[name] = self.meta(name).cls()
+        return inst

@@ -1,0 +1,177 @@
+"""One error hierarchy for the daemon.
+
+Every error carries a stable wire ``code`` (used on the control socket and in the journal) and the
+context an operator needs to act: which file, which stage, which field. The class docstring is the
+default message, so most subclasses are a name and one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowmasonError(Exception):
+    """An error in flowmasond."""
+
+    code: str = "flowmason_error"
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.context = {k: v for k, v in context.items() if v is not None}
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        if not self.context:
+            return self.message
+        where = ", ".join(f"{k}={v}" for k, v in self.context.items())
+        return f"{self.message} ({where})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as a JSON-safe mapping: code, message and context."""
+        return {"code": self.code, "message": self.message, "context": _jsonable(self.context)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+class ConfigurationError(FlowmasonError):
+    """Invalid daemon configuration."""
+
+    code = "configuration_error"
+
+
+class PipelineError(FlowmasonError):
+    """A pipeline definition is invalid."""
+
+    code = "pipeline_invalid"
+
+
+class PipelineValidationError(PipelineError):
+    """A pipeline file failed validation; ``issues`` lists every problem found in it."""
+
+    code = "pipeline_invalid"
+
+    def __init__(self, file: str, issues: list[ValidationIssue]) -> None:
+        self.file = file
+        self.issues = issues
+        lines = "\n".join(f"  - {issue}" for issue in issues)
+        super().__init__(f"{file}: {len(issues)} error(s)\n{lines}", file=file)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["issues"] = [issue.to_dict() for issue in self.issues]
+        return data
+
+
+class ValidationIssue:
+    """One problem in a pipeline file, located by stage and field."""
+
+    __slots__ = ("file", "stage", "field", "message")
+
+    def __init__(self, message: str, *, file: str | None = None, stage: str | None = None,
+                 field: str | None = None) -> None:
+        self.file = file
+        self.stage = stage
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        where = []
+        if self.stage:
+            where.append(f"stage '{self.stage}'")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+    def __repr__(self) -> str:
+        return f"ValidationIssue({self.to_dict()!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for the socket and the CLI's ``--json``."""
+        return {"file": self.file, "stage": self.stage, "field": self.field, "message": self.message}
+
+
+class ComponentNotFoundError(FlowmasonError):
+    """No component is registered under that type name."""
+
+    code = "component_not_found"
+
+
+class TemplateError(FlowmasonError):
+    """A template could not be resolved."""
+
+    code = "template_error"
+
+
+class StageError(FlowmasonError):
+    """A stage failed; carries the classified error type."""
+
+    code = "stage_failed"
+
+
+class RetryExhaustedError(StageError):
+    """A stage failed on every allowed attempt."""
+
+    code = "retry_exhausted"
+
+
+class RunCancelledError(FlowmasonError):
+    """The run was cancelled."""
+
+    code = "run_cancelled"
+
+
+class UnsafeToRepeatError(FlowmasonError):
+    """A stage that is not safe to repeat was in flight when the run stopped; an operator must decide."""
+
+    code = "unsafe_to_repeat"
+
+
+class DefinitionChangedError(FlowmasonError):
+    """The pipeline changed since the run started; resuming against it must be asked for explicitly."""
+
+    code = "definition_changed"
+
+
+class JournalError(FlowmasonError):
+    """The journal could not be read or written."""
+
+    code = "journal_error"
+
+
+class StorageFullError(JournalError):
+    """The journal's disk (or page limit) is full; nothing committed was lost."""
+
+    code = "storage_full"
+
+
+class SchemaTooNewError(JournalError):
+    """The journal was written by a newer flowmasond; it is left untouched."""
+
+    code = "schema_too_new"
+
+
+class RunNotFoundError(FlowmasonError):
+    """No run with that id."""
+
+    code = "run_not_found"
+
+
+class PipelineNotFoundError(FlowmasonError):
+    """No pipeline with that id."""
+
+    code = "pipeline_not_found"
+
+
+class InvalidStateError(FlowmasonError):
+    """The run is not in a state that allows this operation."""
+
+    code = "invalid_state"
