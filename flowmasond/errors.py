@@ -112,9 +112,25 @@ class TemplateError(FlowmasonError):
 
 
 class StageError(FlowmasonError):
-    """A stage failed; carries the classified error type."""
+    """A stage failed; carries the classified error type (an ``ErrorType`` value)."""
 
     code = "stage_failed"
+
+    def __init__(self, message: str | None = None, *, error_type: Any = None,
+                 retry_after_s: float | None = None, **context: Any) -> None:
+        # Imported here: flowmasond.engine.types must stay importable without this module's users.
+        from flowmasond.engine.types import ErrorType
+
+        self.error_type = ErrorType(error_type) if error_type is not None else ErrorType.COMPONENT
+        # A peer's request to wait (HTTP Retry-After); the retry delay is at least this long.
+        self.retry_after_s = retry_after_s
+        super().__init__(message, **context)
+
+
+class ComponentError(StageError):
+    """A component reported a failure; raise it with the ErrorType that classifies it."""
+
+    code = "component_error"
 
 
 class RetryExhaustedError(StageError):

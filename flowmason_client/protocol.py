@@ -1,0 +1,429 @@
+"""The control-socket wire protocol, shared by the daemon and its clients.
+
+Newline-delimited JSON-RPC 2.0 over a Unix stream socket: one JSON object per line, in each
+direction. Requests are validated with ``extra="forbid"`` and strict types; the run and stage
+payloads the daemon returns are owned by the daemon and kept loosely typed (extra keys allowed),
+so a newer daemon can add fields without breaking an older client.
+
+This module must never import ``flowmasond``: the daemon imports it, not the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Literal, Mapping, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+JSONRPC_VERSION = "2.0"
+# Bumped when a method changes incompatibly; `version` reports it so a client can refuse early.
+PROTOCOL_VERSION = "1"
+# A request line (without its newline) may be at most this long. Pipeline definitions sent to
+# `pipelines.validate` and run inputs are the largest legitimate requests; 1 MiB is far above them
+# and small enough that a hostile peer cannot make the daemon buffer much.
+MAX_LINE_BYTES = 1024 * 1024
+# Replies are not capped by the daemon (a run's output can be large); the client refuses lines
+# beyond this so that a confused peer cannot exhaust its memory.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# Containers nested deeper than this are refused before any handler sees them: it keeps the
+# daemon's JSON encoder, logging and pydantic far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
+# The method of the notifications a `runs.events` stream sends before its final reply.
+EVENT_NOTIFICATION = "runs.event"
+
+RequestId = Union[StrictInt, StrictStr, None]
+RunState = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
+
+
+class ErrorCode(IntEnum):
+    """JSON-RPC error codes: the standard ones, then the daemon's stable application codes."""
+
+    PARSE_ERROR = -32700  # the line is not valid UTF-8 JSON
+    INVALID_REQUEST = -32600  # valid JSON, but not a request (wrong shape, batch, too deep, too long)
+    METHOD_NOT_FOUND = -32601  # no such method
+    INVALID_PARAMS = -32602  # params failed the method's model
+    INTERNAL_ERROR = -32603  # an unexpected daemon bug; the daemon keeps running
+    APPLICATION_ERROR = -32000  # a daemon error without a dedicated code (see data.code)
+    PERMISSION_DENIED = -32001  # the peer's uid may not call this method
+    RUN_NOT_FOUND = -32002  # no run with that id
+    PIPELINE_NOT_FOUND = -32003  # no pipeline with that id
+    INVALID_STATE = -32004  # the run's state does not allow the operation
+    PIPELINE_INVALID = -32005  # the pipeline definition failed validation
+    DEFINITION_CHANGED = -32006  # resume needs accept_changed_definition
+    UNSAFE_TO_REPEAT = -32007  # resume needs force: an unrepeatable stage was in flight
+    CONFIGURATION_ERROR = -32008  # the daemon is configured wrongly for this request
+    SHUTTING_DOWN = -32009  # the daemon is stopping and accepts no new work
+    STORAGE_ERROR = -32010  # the journal could not be read or written (disk full, I/O error)
+    REQUEST_TIMEOUT = -32011  # the handler ran past the daemon's request timeout
+    SERVER_BUSY = -32012  # too many connections; try again
+
+
+# flowmasond error code string (``FlowmasonError.code``) -> JSON-RPC code. Every application error
+# also carries ``data: {code, message, context}`` so a client can match on the string.
+APP_ERROR_CODES: Mapping[str, ErrorCode] = {
+    "permission_denied": ErrorCode.PERMISSION_DENIED,
+    "run_not_found": ErrorCode.RUN_NOT_FOUND,
+    "pipeline_not_found": ErrorCode.PIPELINE_NOT_FOUND,
+    "invalid_state": ErrorCode.INVALID_STATE,
+    "pipeline_invalid": ErrorCode.PIPELINE_INVALID,
+    "component_not_found": ErrorCode.PIPELINE_INVALID,
+    "template_error": ErrorCode.PIPELINE_INVALID,
+    "definition_changed": ErrorCode.DEFINITION_CHANGED,
+    "unsafe_to_repeat": ErrorCode.UNSAFE_TO_REPEAT,
+    "configuration_error": ErrorCode.CONFIGURATION_ERROR,
+    "shutting_down": ErrorCode.SHUTTING_DOWN,
+    "journal_error": ErrorCode.STORAGE_ERROR,
+    "storage_full": ErrorCode.STORAGE_ERROR,
+    "schema_too_new": ErrorCode.STORAGE_ERROR,
+    "request_timeout": ErrorCode.REQUEST_TIMEOUT,
+    "server_busy": ErrorCode.SERVER_BUSY,
+}
+
+
+def rpc_code_for(error_code: str) -> int:
+    """The JSON-RPC code for a flowmasond error code string (-32000 when it has no dedicated one)."""
+    return int(APP_ERROR_CODES.get(error_code, ErrorCode.APPLICATION_ERROR))
+
+
+# --- envelopes -------------------------------------------------------------------------------
+
+
+class _Wire(BaseModel):
+    """Envelope fields are fixed by JSON-RPC 2.0: unknown keys are an error, types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Request(_Wire):
+    """A call; without an ``id`` key it is a notification and gets no reply."""
+
+    jsonrpc: Literal["2.0"]
+    id: RequestId = None
+    method: StrictStr = Field(min_length=1, max_length=256)
+    params: dict[str, Any] | list[Any] | None = None
+
+    @property
+    def is_notification(self) -> bool:
+        """True when the request had no ``id`` member (``"id": null`` still gets a reply)."""
+        return "id" not in self.model_fields_set
+
+
+class Notification(_Wire):
+    """A message without an id: the daemon's stream events (``runs.event``)."""
+
+    jsonrpc: Literal["2.0"]
+    method: StrictStr
+    params: dict[str, Any] | list[Any] | None = None
+
+
+class Response(_Wire):
+    """A successful reply."""
+
+    jsonrpc: Literal["2.0"]
+    id: RequestId
+    result: Any
+
+
+class ErrorObject(_Wire):
+    """The ``error`` member of an error reply."""
+
+    code: StrictInt
+    message: StrictStr
+    data: Any = None
+
+
+class ErrorResponse(_Wire):
+    """A failed reply; ``id`` is null when the request's id could not be read."""
+
+    jsonrpc: Literal["2.0"]
+    id: RequestId
+    error: ErrorObject
+
+
+class AppErrorData(BaseModel):
+    """The ``data`` of an application error: the daemon's own error code, message and context."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+def make_request(request_id: RequestId, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A request object ready for :func:`encode`."""
+    message: dict[str, Any] = {"jsonrpc": JSONRPC_VERSION, "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = dict(params)
+    return message
+
+
+def make_response(request_id: RequestId, result: Any) -> dict[str, Any]:
+    """A success reply ready for :func:`encode`."""
+    return {"jsonrpc": JSONRPC_VERSION, "id": request_id, "result": result}
+
+
+def make_error(request_id: RequestId, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    """An error reply ready for :func:`encode`; ``data`` is omitted when None."""
+    error: dict[str, Any] = {"code": int(code), "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": JSONRPC_VERSION, "id": request_id, "error": error}
+
+
+def make_notification(method: str, params: Any) -> dict[str, Any]:
+    """A notification ready for :func:`encode`."""
+    return {"jsonrpc": JSONRPC_VERSION, "method": method, "params": params}
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """One message as a UTF-8 JSON line.
+
+    ASCII escapes keep lone surrogates (legal in JSON text, illegal in UTF-8) encodable; NaN and
+    infinities are refused because they are not JSON.
+    """
+    text = json.dumps(message, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return text.encode("ascii") + b"\n"
+
+
+def parse_reply(message: Any) -> Response | ErrorResponse | Notification:
+    """Classify and validate one decoded message from the daemon."""
+    if isinstance(message, dict):
+        if "error" in message:
+            return ErrorResponse.model_validate(message)
+        if "id" in message:
+            return Response.model_validate(message)
+        return Notification.model_validate(message)
+    raise ValueError(f"expected a JSON object, got {type(message).__name__}")
+
+
+# --- method params ---------------------------------------------------------------------------
+
+
+class Params(BaseModel):
+    """Base of every method's params: unknown keys and loose types are refused at the boundary."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class EmptyParams(Params):
+    """For methods that take no parameters."""
+
+
+class PipelineShowParams(Params):
+    """`pipelines.show`."""
+
+    pipeline_id: str = Field(min_length=1)
+
+
+class PipelineValidateParams(Params):
+    """`pipelines.validate`: a pipeline file the daemon can read, or a definition sent inline."""
+
+    path: str | None = Field(default=None, min_length=1)
+    definition: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PipelineValidateParams:
+        if (self.path is None) == (self.definition is None):
+            raise ValueError("give exactly one of 'path' or 'definition'")
+        return self
+
+
+class RunStartParams(Params):
+    """`runs.start`."""
+
+    pipeline_id: str = Field(min_length=1)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunListParams(Params):
+    """`runs.list`: newest first, filtered by status and pipeline."""
+
+    status: RunState | None = None
+    pipeline_id: str | None = Field(default=None, min_length=1)
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class RunRefParams(Params):
+    """Methods that name one run: `runs.show`, `runs.cancel`."""
+
+    run_id: str = Field(min_length=1)
+
+
+class RunEventsParams(Params):
+    """`runs.events`: the run's journal events after ``after_id``; ``follow`` streams new ones."""
+
+    run_id: str = Field(min_length=1)
+    after_id: int | None = Field(default=None, ge=0)
+    follow: bool = False
+
+
+class RunResumeParams(Params):
+    """`runs.resume`: ``force`` re-runs a stage not safe to repeat; the other opts into a changed definition."""
+
+    run_id: str = Field(min_length=1)
+    force: bool = False
+    accept_changed_definition: bool = False
+
+
+# --- method results --------------------------------------------------------------------------
+
+
+class Result(BaseModel):
+    """Base of every result: the daemon owns the shape, so unknown keys are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class HealthResult(Result):
+    """`health`: ``status`` is "ok", or "stopping" while the daemon shuts down."""
+
+    status: str = "ok"
+    version: str | None = None
+    uptime_s: float | None = None
+
+
+class VersionResult(Result):
+    """`version`."""
+
+    version: str
+    protocol_version: str = PROTOCOL_VERSION
+    python_version: str | None = None
+
+
+class StatusResult(Result):
+    """`status`: the daemon as a whole (every field optional; the daemon may add more)."""
+
+    version: str | None = None
+    protocol_version: str | None = None
+    pid: int | None = None
+    uptime_s: float | None = None
+    stopping: bool = False
+    state_dir: str | None = None
+    socket_path: str | None = None
+    runs: dict[str, int] = Field(default_factory=dict)  # count per run status
+    active_runs: int | None = None
+    queued_runs: int | None = None
+    max_concurrent_runs: int | None = None
+    pipelines: int | None = None
+    invalid_pipelines: int | None = None
+    schedules: int | None = None
+
+
+class PipelineInfo(Result):
+    """One pipeline of the catalog; ``error`` is set when its file is currently invalid."""
+
+    pipeline_id: str
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+    path: str | None = None
+    stage_count: int | None = None
+    schedules: list[dict[str, Any]] = Field(default_factory=list)
+    valid: bool = True
+    error: dict[str, Any] | None = None
+    definition_hash: str | None = None
+
+
+class PipelineListResult(Result):
+    """`pipelines.list`."""
+
+    pipelines: list[PipelineInfo] = Field(default_factory=list)
+
+
+class PipelineShowResult(PipelineInfo):
+    """`pipelines.show`: the catalog entry plus its full definition."""
+
+    definition: dict[str, Any] | None = None
+
+
+class PipelineValidateResult(Result):
+    """`pipelines.validate`: an invalid definition is a result (``valid`` false), not an error."""
+
+    valid: bool
+    pipeline_id: str | None = None
+    issues: list[dict[str, Any]] = Field(default_factory=list)
+
+
+Timestamp = Union[float, str, None]
+
+
+class RunInfo(Result):
+    """One run as the daemon reports it; ``stages`` is filled by `runs.show`."""
+
+    run_id: str
+    pipeline_id: str | None = None
+    status: str | None = None
+    created_at: Timestamp = None
+    started_at: Timestamp = None
+    finished_at: Timestamp = None
+    inputs: dict[str, Any] | None = None
+    output: Any = None
+    error: Any = None
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    schedule_id: str | None = None
+    fire_time: Timestamp = None
+
+
+class RunListResult(Result):
+    """`runs.list`."""
+
+    runs: list[RunInfo] = Field(default_factory=list)
+
+
+class RunEvent(Result):
+    """One journal event of a run; ``id`` increases, so ``after_id`` resumes a stream without gaps."""
+
+    id: int
+    run_id: str | None = None
+    kind: str
+    stage_id: str | None = None
+    at: Timestamp = None
+    data: Any = None
+
+
+class RunEventsResult(Result):
+    """`runs.events`: the events (empty when they were streamed as notifications) and the run."""
+
+    events: list[RunEvent] = Field(default_factory=list)
+    last_id: int | None = None
+    run: RunInfo | None = None
+
+
+# --- the method table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MethodSpec:
+    """A method's contract: params and result models, and whether it needs a privileged peer."""
+
+    name: str
+    params: type[Params]
+    result: type[Result]
+    mutating: bool  # changes state: allowed for root, the daemon's uid and the allow list only
+    stream: bool = False  # may send notifications before its reply
+
+
+METHODS: Mapping[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec(name="health", params=EmptyParams, result=HealthResult, mutating=False),
+        MethodSpec(name="version", params=EmptyParams, result=VersionResult, mutating=False),
+        MethodSpec(name="status", params=EmptyParams, result=StatusResult, mutating=False),
+        MethodSpec(name="pipelines.list", params=EmptyParams, result=PipelineListResult, mutating=False),
+        MethodSpec(name="pipelines.show", params=PipelineShowParams, result=PipelineShowResult,
+                   mutating=False),
+        MethodSpec(name="pipelines.validate", params=PipelineValidateParams,
+                   result=PipelineValidateResult, mutating=False),
+        MethodSpec(name="runs.start", params=RunStartParams, result=RunInfo, mutating=True),
+        MethodSpec(name="runs.list", params=RunListParams, result=RunListResult, mutating=False),
+        MethodSpec(name="runs.show", params=RunRefParams, result=RunInfo, mutating=False),
+        MethodSpec(name="runs.events", params=RunEventsParams, result=RunEventsResult,
+                   mutating=False, stream=True),
+        MethodSpec(name="runs.cancel", params=RunRefParams, result=RunInfo, mutating=True),
+        MethodSpec(name="runs.resume", params=RunResumeParams, result=RunInfo, mutating=True),
+    )
+}

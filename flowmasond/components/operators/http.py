@@ -1,0 +1,176 @@
+"""The ``http_request`` operator: one HTTP request with httpx, failures classified for retry.
+
+Classification of an unexpected status: 429 -> RATE_LIMIT (honouring Retry-After), 408 -> TIMEOUT,
+5xx -> COMPONENT (retryable); 400/422 -> VALIDATION, 401/403 -> PERMISSION and every other status
+-> CONFIGURATION (not retryable: a 404 or 405 will not fix itself by asking again).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import Field, field_validator, model_validator
+
+from flowmasond.components.operators import shadowing_fields
+from flowmasond.engine.context import ExecutionContext
+from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
+from flowmasond.engine.types import ErrorType
+from flowmasond.errors import ComponentError
+
+# Below the operators' 30 s stage timeout, so a slow peer is reported by httpx with its phase.
+DEFAULT_TIMEOUT_S = 25.0
+# How much of an error response's body a failure quotes.
+ERROR_BODY_CHARS = 500
+
+QueryValue = str | int | float | bool | None
+
+
+@operator("http_request", description="Send an HTTP request; JSON responses are parsed.",
+          safe_to_repeat=True)
+class HttpRequest:
+    """One HTTP request. Sends ``Idempotency-Key: <run_id>/<stage path>`` unless the stage sets one.
+
+    Safe to repeat because that key is stable across retries and resumes, so a peer that honours
+    it can deduplicate a request repeated after a crash.
+    """
+
+    class Input(ComponentInput):
+        url: str = Field(min_length=1)
+        method: str = "GET"
+        headers: dict[str, str] = Field(default_factory=dict)
+        params: dict[str, QueryValue | list[QueryValue]] = Field(default_factory=dict)
+        json_body: Any = None
+        body: str | None = None
+        timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+        expected_status: list[int] | None = None  # None: any 2xx
+        parse_json: bool | None = None  # None: when the Content-Type says JSON
+        follow_redirects: bool = True
+
+        @field_validator("method")
+        @classmethod
+        def _method_token(cls, value: str) -> str:
+            value = value.strip().upper()
+            if not value.isalpha():
+                raise ValueError(f"not an HTTP method: {value!r}")
+            return value
+
+        @model_validator(mode="after")
+        def _one_body(self) -> HttpRequest.Input:
+            if self.json_body is not None and self.body is not None:
+                raise ValueError("set json_body or body, not both")
+            return self
+
+    with shadowing_fields():
+        class Output(ComponentOutput):
+            status_code: int
+            headers: dict[str, str]
+            text: str
+            json: Any = None
+
+    async def execute(self, input: Input, context: ExecutionContext) -> Output:
+        headers = dict(input.headers)
+        if not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = context.idempotency_key
+        where = {"stage": context.stage_path, "method": input.method, "url": input.url}
+        try:
+            async with httpx.AsyncClient(timeout=input.timeout_s,
+                                         follow_redirects=input.follow_redirects) as client:
+                response = await client.request(
+                    input.method, input.url, headers=headers, params=input.params or None,
+                    json=input.json_body if input.json_body is not None else None,
+                    content=input.body.encode() if input.body is not None else None,
+                )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            raise ComponentError(f"invalid request: {exc}", error_type=ErrorType.CONFIGURATION,
+                                 **where) from exc
+        except httpx.TimeoutException as exc:
+            raise ComponentError(f"request timed out ({type(exc).__name__}) after {input.timeout_s} s",
+                                 error_type=ErrorType.TIMEOUT, **where) from exc
+        except httpx.TooManyRedirects as exc:
+            raise ComponentError(f"too many redirects: {exc}", error_type=ErrorType.CONFIGURATION,
+                                 **where) from exc
+        except httpx.TransportError as exc:
+            raise ComponentError(f"cannot reach peer: {type(exc).__name__}: {exc}",
+                                 error_type=ErrorType.CONNECTIVITY, **where) from exc
+        except httpx.HTTPError as exc:  # DecodingError and the like: the peer sent something broken
+            raise ComponentError(f"bad response: {exc}", error_type=ErrorType.COMPONENT, **where) from exc
+
+        status = response.status_code
+        expected = status in input.expected_status if input.expected_status is not None else 200 <= status < 300
+        if not expected:
+            raise _status_error(response, where)
+        return self.Output(status_code=status, headers=_flat_headers(response.headers),
+                           text=response.text, json=_json_of(response, input.parse_json, where))
+
+
+def classify_status(status: int) -> ErrorType:
+    """The ErrorType of an unexpected HTTP status (see the module docstring)."""
+    if status == 429:
+        return ErrorType.RATE_LIMIT
+    if status == 408:
+        return ErrorType.TIMEOUT
+    if status >= 500:
+        return ErrorType.COMPONENT
+    if status in (400, 422):
+        return ErrorType.VALIDATION
+    if status in (401, 403):
+        return ErrorType.PERMISSION
+    return ErrorType.CONFIGURATION
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    # A date in the past means "now"; NaN and negative delays mean nothing useful.
+    return max(0.0, seconds) if seconds == seconds else None
+
+
+def _status_error(response: httpx.Response, where: dict[str, Any]) -> ComponentError:
+    status = response.status_code
+    error_type = classify_status(status)
+    retry_after = parse_retry_after(response.headers.get("retry-after")) if error_type.retryable else None
+    reason = response.reason_phrase or ""
+    return ComponentError(f"HTTP {status} {reason}".rstrip(), error_type=error_type,
+                          retry_after_s=retry_after, status_code=status,
+                          body=response.text[:ERROR_BODY_CHARS] or None, **where)
+
+
+def _flat_headers(headers: httpx.Headers) -> dict[str, str]:
+    # Repeated headers are joined the way HTTP allows (RFC 9110 5.3).
+    flat: dict[str, str] = {}
+    for name, value in headers.multi_items():
+        flat[name] = f"{flat[name]}, {value}" if name in flat else value
+    return flat
+
+
+def _json_of(response: httpx.Response, parse_json: bool | None, where: dict[str, Any]) -> Any:
+    if parse_json is None:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        parse_json = content_type == "application/json" or content_type.endswith("+json")
+        strict = False
+    else:
+        strict = True
+    if not parse_json or not response.content.strip():
+        return None
+    try:
+        return json.loads(response.text)
+    except ValueError as exc:
+        if not strict:
+            return None  # the peer mislabelled its body; `text` still has it
+        raise ComponentError(f"response body is not valid JSON: {exc}", error_type=ErrorType.VALIDATION,
+                             status_code=response.status_code, body=response.text[:ERROR_BODY_CHARS],
+                             **where) from exc

@@ -1,0 +1,331 @@
+"""ControlFlowHandler: conditional, router, foreach, trycatch, subpipeline and return.
+
+Each decision is journaled before the work it decides starts (a branch taken, a route, the item
+list of a loop, a child run id), or together with the result that caused it (a trycatch entering
+its catch phase, a return), so a resumed run never takes a decision twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import ChainMap
+from typing import TYPE_CHECKING, Any
+
+from flowmasond.engine.checkpoint import Record
+from flowmasond.engine.types import ComponentResult, ErrorType, RunStatus, StageStatus
+from flowmasond.errors import RunCancelledError, StageError, UnsafeToRepeatError
+
+if TYPE_CHECKING:
+    from flowmasond.engine.dag import DAGExecutor, Frame, RunState, ScopeOutcome
+    from flowmasond.engine.models import StageConfig
+    from flowmasond.engine.registry import ComponentMeta
+
+_FALSE_STRINGS = frozenset({"", "false", "0"})
+
+
+def truthy(value: Any) -> bool:
+    """Condition semantics: the strings "false", "0" and "" are false; otherwise Python truth."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_STRINGS
+    return bool(value)
+
+
+class ControlFlowHandler:
+    """Executes control-flow stages by running their child groups through the DAG executor."""
+
+    def __init__(self, engine: DAGExecutor) -> None:
+        self.engine = engine
+
+    async def execute(self, run: RunState, stage: StageConfig, meta: ComponentMeta, path: str,
+                      frame: Frame, input: Any) -> tuple[ComponentResult, list[Record]]:
+        """Run a control-flow stage; returns its result and records to commit with it."""
+        handler = getattr(self, f"_{stage.component_type}")
+        started = _now()
+        if self.engine.hooks is not None:
+            await self.engine.hooks.on_stage_start(run.run_id, path, stage, 1)
+        result, extra = await handler(run, stage, path, frame, input)
+        result.started_at = started
+        result.finished_at = _now()
+        result.attempts = result.attempts or 1
+        return result, extra
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _child_frame(self, frame: Frame, path: str, **changes: Any) -> Frame:
+        from flowmasond.engine.dag import Frame
+
+        return Frame(prefix=f"{path}/", upstream=changes.get("upstream", frame.upstream),
+                     variables=changes.get("variables", frame.variables),
+                     failures_handled=changes.get("failures_handled", False),
+                     on_failure=changes.get("on_failure"))
+
+    async def _branch(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+                      decision: dict[str, Any], chosen: list[str], others: list[str],
+                      decided: bool) -> ScopeOutcome:
+        """Journal a branch decision (with the skip set), then run the chosen stages."""
+        if not decided:
+            skips = [Record.of_result(f"{path}/{s}", ComponentResult.skipped(
+                s, run.plan.stages[s].component_type, f"not selected by {stage.component_type} '{stage.id}'"))
+                for s in others if s in run.plan.stages]
+            await run.store.commit([Record.of_decision(path, decision), *skips])
+            run.decisions[path] = decision
+            for record in skips:
+                assert record.result is not None
+                run.committed[record.path] = record.result
+                if self.engine.hooks is not None:
+                    await self.engine.hooks.on_stage_skipped(run.run_id, record.path,
+                                                             run.plan.stages[record.result.stage_id],
+                                                             record.result.error or "")
+        for s in others:
+            frame.upstream[s] = None
+            for _, child in run.plan.flat_descendants(s, f"{path}/"):
+                frame.upstream.setdefault(child, None)
+        return await self.engine.run_group(run, run.plan.group(chosen), self._child_frame(frame, path))
+
+    def _branch_result(self, stage: StageConfig, scope: ScopeOutcome, output: dict[str, Any],
+                       skipped: list[str]) -> ComponentResult:
+        executed = [s for s, r in scope.results.items() if r.status is not StageStatus.SKIPPED]
+        output = {**output, "executed": executed, "skipped": skipped}
+        if scope.failed is not None:
+            return _failed(stage, scope, output)
+        return _success(stage, output)
+
+    # -- conditional / router ---------------------------------------------------------------------
+    async def _conditional(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+                           input: Any) -> tuple[ComponentResult, list[Record]]:
+        decision = run.decisions.get(path)
+        decided = decision is not None
+        if decision is None:
+            decision = {"type": "conditional", "branch": truthy(input.condition)}
+        branch = bool(decision["branch"])
+        chosen = input.true_branch_stages if branch else input.false_branch_stages
+        others = input.false_branch_stages if branch else input.true_branch_stages
+        scope = await self._branch(run, stage, path, frame, decision, chosen, others, decided)
+        return self._branch_result(stage, scope, {"branch": branch}, others), []
+
+    async def _router(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+                      input: Any) -> tuple[ComponentResult, list[Record]]:
+        decision = run.decisions.get(path)
+        decided = decision is not None
+        if decision is None:
+            key = None if input.value is None else str(input.value)
+            if key in input.routes:
+                route, chosen = key, input.routes[key]
+            elif isinstance(input.default_route, str):
+                route, chosen = input.default_route, input.routes.get(input.default_route, [])
+            elif isinstance(input.default_route, list):
+                route, chosen = "default", input.default_route
+            else:
+                route, chosen = None, []
+            decision = {"type": "router", "route": route, "stages": list(chosen)}
+        chosen = list(decision["stages"])
+        all_ids = [s for ids in input.routes.values() for s in ids]
+        if isinstance(input.default_route, list):
+            all_ids += input.default_route
+        others = [s for s in dict.fromkeys(all_ids) if s not in chosen]
+        scope = await self._branch(run, stage, path, frame, decision, chosen, others, decided)
+        return self._branch_result(stage, scope, {"route": decision["route"]}, others), []
+
+    # -- foreach -------------------------------------------------------------------------------------
+    async def _foreach(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+                       input: Any) -> tuple[ComponentResult, list[Record]]:
+        decision = run.decisions.get(path)
+        if decision is None:
+            items = input.items
+            if isinstance(items, dict):
+                items = [{"key": k, "value": v} for k, v in items.items()]
+            if not isinstance(items, list):
+                return _plain_failure(stage, ErrorType.VALIDATION,
+                                      f"items must be a list, got {type(items).__name__}"), []
+            decision = {"type": "foreach", "items": items}
+            await run.store.commit([Record.of_decision(path, decision)])
+            run.decisions[path] = decision
+        items = decision["items"]
+        group = run.plan.group(input.loop_stages)
+        outputs: list[Any] = [None] * len(items)
+        errors: list[dict[str, Any]] = []
+        first_failure: tuple[int, ScopeOutcome] | None = None
+
+        async def iteration(index: int) -> ScopeOutcome:
+            variables = {**frame.variables, input.item_variable: items[index],
+                         input.index_variable: index, "item": items[index], "index": index}
+            child = self._child_frame(frame, f"{path}/{index}", upstream=ChainMap({}, frame.upstream),
+                                      variables=variables, failures_handled=not input.break_on_error)
+            return await self.engine.run_group(run, group, child)
+
+        def record(index: int, scope: ScopeOutcome) -> None:
+            nonlocal first_failure
+            if scope.failed is not None:
+                errors.append({"index": index, "stage": scope.failed.stage_id, "path": scope.failed_path,
+                               "error": scope.failed.error,
+                               "error_type": scope.failed.error_type.value if scope.failed.error_type else None})
+                if first_failure is None:
+                    first_failure = (index, scope)
+                return
+            sinks = [s for s in group.sinks if s in scope.results]
+            if len(sinks) == 1:
+                r = scope.results[sinks[0]]
+                outputs[index] = r.output if r.ok else None
+            else:
+                outputs[index] = {s: (scope.results[s].output if scope.results[s].ok else None) for s in sinks}
+
+        def stop() -> bool:
+            return run.returned or run.cancellation.cancelled or (
+                input.break_on_error and first_failure is not None)
+
+        if not input.parallel:
+            for index in range(len(items)):
+                if stop():
+                    break
+                record(index, await iteration(index))
+        else:
+            running: dict[asyncio.Task[ScopeOutcome], int] = {}
+            next_index = 0
+            try:
+                while True:
+                    while next_index < len(items) and len(running) < input.max_parallel and not stop():
+                        running[asyncio.create_task(iteration(next_index))] = next_index
+                        next_index += 1
+                    if not running:
+                        break
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in sorted(done, key=lambda t: running[t]):
+                        index = running.pop(task)
+                        exc = task.exception()
+                        if exc is not None:
+                            raise exc
+                        record(index, task.result())
+            finally:
+                for task in running:
+                    task.cancel()
+                if running:
+                    await asyncio.gather(*running, return_exceptions=True)
+        if run.cancellation.cancelled and not run.returned:
+            raise RunCancelledError(run.cancellation.reason or "cancelled", run_id=run.run_id)
+        errors.sort(key=lambda e: e["index"])
+        output = {"results": outputs, "errors": errors, "count": len(items)}
+        if input.break_on_error and first_failure is not None:
+            return _failed(stage, first_failure[1], output), []
+        return _success(stage, output), []
+
+    # -- trycatch ------------------------------------------------------------------------------------
+    async def _trycatch(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+                        input: Any) -> tuple[ComponentResult, list[Record]]:
+        caught = run.decisions.get(path)
+        if caught is None:
+            def enter_catch(failed_path: str, result: ComponentResult) -> list[Record]:
+                decision = {"type": "trycatch", "phase": "catch", "error": result.error,
+                            "error_type": result.error_type.value if result.error_type else None,
+                            "failed_stage": result.stage_id, "failed_path": failed_path}
+                run.decisions[path] = decision
+                return [Record.of_decision(path, decision)]
+
+            try_scope = await self.engine.run_group(
+                run, run.plan.group(input.try_stages), self._child_frame(frame, path, on_failure=enter_catch))
+            caught = run.decisions.get(path) if try_scope.failed is not None else None
+        else:
+            for _, child in run.plan.flat_descendants(stage.id, frame.prefix):
+                result = run.committed.get(f"{frame.prefix}{stage.id}/{child}")
+                if result is not None:
+                    frame.upstream[child] = result.output if result.ok else None
+        failure: tuple[ComponentResult, str | None] | None = None
+        if caught is not None and not run.returned:
+            error = {"message": caught.get("error"), "type": caught.get("error_type"),
+                     "stage": caught.get("failed_stage")}
+            catch_frame = self._child_frame(frame, path, variables={**frame.variables, "error": error})
+            catch_scope = await self.engine.run_group(run, run.plan.group(input.catch_stages), catch_frame)
+            if catch_scope.failed is not None:
+                failure = (catch_scope.failed, catch_scope.failed_path)
+        else:
+            for s in input.catch_stages:
+                frame.upstream.setdefault(s, None)
+        if input.finally_stages and not run.cancellation.cancelled:
+            fin = await self.engine.run_group(run, run.plan.group(input.finally_stages),
+                                              self._child_frame(frame, path))
+            if fin.failed is not None and failure is None:
+                failure = (fin.failed, fin.failed_path)
+        output = {"status": "caught" if caught else "success",
+                  "error": caught.get("error") if caught else None,
+                  "error_type": caught.get("error_type") if caught else None,
+                  "failed_stage": caught.get("failed_stage") if caught else None}
+        if failure is not None:
+            result = failure[0]
+            return ComponentResult(stage_id=stage.id, component_type=stage.component_type,
+                                   status=StageStatus.FAILED, output=output,
+                                   error=f"stage '{result.stage_id}' failed: {result.error}",
+                                   error_type=result.error_type), []
+        if caught is not None and input.error_scope == "propagate":
+            return ComponentResult(stage_id=stage.id, component_type=stage.component_type,
+                                   status=StageStatus.FAILED, output=output,
+                                   error=f"stage '{caught.get('failed_stage')}' failed: {caught.get('error')}",
+                                   error_type=ErrorType(caught["error_type"]) if caught.get("error_type")
+                                   else ErrorType.UNKNOWN), []
+        return _success(stage, output), []
+
+    # -- subpipeline ---------------------------------------------------------------------------------
+    async def _subpipeline(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+                           input: Any) -> tuple[ComponentResult, list[Record]]:
+        from flowmasond.engine.dag import MAX_SUBPIPELINE_DEPTH, new_run_id
+
+        if run.depth >= MAX_SUBPIPELINE_DEPTH:
+            return _plain_failure(stage, ErrorType.CONFIGURATION,
+                                  f"subpipeline nesting deeper than {MAX_SUBPIPELINE_DEPTH} (a pipeline calling itself?)"), []
+        decision = run.decisions.get(path)
+        if decision is None:
+            decision = {"type": "subpipeline", "pipeline_id": input.pipeline_id, "child_run_id": new_run_id()}
+            await run.store.commit([Record.of_decision(path, decision)])
+            run.decisions[path] = decision
+        child = await self.engine.child_runner(run, path, decision["child_run_id"], decision["pipeline_id"],
+                                               dict(input.input_data))
+        if child.status is RunStatus.CANCELLED:
+            raise RunCancelledError("child run cancelled", run_id=run.run_id, child_run_id=child.run_id)
+        if child.status is RunStatus.INTERRUPTED:
+            err = child.error or {}
+            raise UnsafeToRepeatError(err.get("message") or "child run interrupted", run_id=run.run_id,
+                                      child_run_id=child.run_id, path=path)
+        output = {"child_run_id": child.run_id, "output": child.output}
+        if child.status is not RunStatus.SUCCEEDED:
+            err = child.error or {}
+            result = _plain_failure(stage, ErrorType.COMPONENT,
+                                    f"child run {child.run_id} of '{decision['pipeline_id']}' failed: "
+                                    f"{err.get('message', 'unknown error')}")
+            result.output = output
+            return result, []
+        result = _success(stage, output)
+        result.usage = child.usage
+        return result, []
+
+    # -- return ----------------------------------------------------------------------------------------
+    async def _return(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+                      input: Any) -> tuple[ComponentResult, list[Record]]:
+        if not truthy(input.condition):
+            return _success(stage, {"returned": False, "message": input.message}), []
+        decision = {"type": "return", "returned": True, "value": input.return_value, "message": input.message}
+        # The flag is set before the commit returns so no sibling starts meanwhile; the decision
+        # record is committed with this stage's result.
+        run.returned, run.return_value = True, input.return_value
+        run.decisions[path] = decision
+        return _success(stage, {"returned": True, "message": input.message}), [Record.of_decision(path, decision)]
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _success(stage: StageConfig, output: dict[str, Any]) -> ComponentResult:
+    return ComponentResult(stage_id=stage.id, component_type=stage.component_type, status=StageStatus.SUCCESS,
+                           output=output)
+
+
+def _plain_failure(stage: StageConfig, error_type: ErrorType, message: str) -> ComponentResult:
+    return ComponentResult(stage_id=stage.id, component_type=stage.component_type, status=StageStatus.FAILED,
+                           error=message, error_type=error_type)
+
+
+def _failed(stage: StageConfig, scope: ScopeOutcome, output: dict[str, Any]) -> ComponentResult:
+    failed = scope.failed
+    assert failed is not None
+    return ComponentResult(stage_id=stage.id, component_type=stage.component_type, status=StageStatus.FAILED,
+                           output=output, error=f"stage '{failed.stage_id}' failed: {failed.error}",
+                           error_type=failed.error_type)

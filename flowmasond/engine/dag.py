@@ -1,0 +1,467 @@
+"""DAGExecutor: runs a pipeline's stages as their dependencies complete, journaling every result.
+
+Scheduling is dependency-driven: a stage starts the moment its last dependency's result is
+committed, so every "wave" of ready stages runs concurrently under ``max_concurrency`` without
+waiting for the slowest stage of the previous wave. ``parallel_execution=False`` runs the same
+graph one stage at a time in stable Kahn order (file order among ready stages).
+
+Write-ahead: a stage's result is committed to the ``RunStore`` before any dependent starts and
+before hooks hear of it. A resumed run starts from a ``RunSnapshot``: committed stages are
+restored without running, in-flight ones run again with the next attempt number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import os
+import time
+import uuid
+from collections import ChainMap
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Protocol
+
+import structlog
+from pydantic import ValidationError
+
+from flowmasond.engine.cancellation import CancellationToken
+from flowmasond.engine.checkpoint import MemoryRunStore, Record, RunSnapshot, RunStore
+from flowmasond.engine.control_flow import ControlFlowHandler
+from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
+from flowmasond.engine.hooks import CompositeHooks, ExecutionHooks
+from flowmasond.engine.models import PipelineConfig
+from flowmasond.engine.plan import ExecutionPlan, Group
+from flowmasond.engine.registry import ComponentRegistry
+from flowmasond.engine.templates import TemplateScope, resolve
+from flowmasond.engine.types import ComponentResult, ErrorType, RunStatus, StageStatus, UsageMetrics
+from flowmasond.errors import (
+    FlowmasonError,
+    JournalError,
+    PipelineNotFoundError,
+    RetryExhaustedError,
+    RunCancelledError,
+    StageError,
+    TemplateError,
+    UnsafeToRepeatError,
+)
+
+log = structlog.get_logger("flowmasond.engine")
+
+# A subpipeline that calls itself would otherwise recurse until memory runs out.
+MAX_SUBPIPELINE_DEPTH = 16
+
+
+def new_run_id() -> str:
+    """A short, unique, roughly time-ordered run id."""
+    return f"r{int(time.time()):x}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How a run ended (or stopped), with every result by stage path."""
+
+    run_id: str
+    pipeline_id: str
+    status: RunStatus
+    output: Any = None
+    error: dict[str, Any] | None = None  # FlowmasonError.to_dict() of the reason
+    failed_path: str | None = None
+    results: dict[str, ComponentResult] = field(default_factory=dict)
+    usage: UsageMetrics = field(default_factory=UsageMetrics)
+    returned: bool = False
+
+
+class ChildRunner(Protocol):
+    """Runs (or resumes) a subpipeline's child run; the daemon supplies a journaled one."""
+
+    async def __call__(self, parent: RunState, path: str, child_run_id: str, pipeline_id: str,
+                       inputs: dict[str, Any]) -> RunOutcome: ...
+
+
+@dataclass(slots=True)
+class Frame:
+    """Where a group of stages runs: path prefix, visible outputs, loop variables, failure policy."""
+
+    prefix: str
+    upstream: MutableMapping[str, Any]
+    variables: Mapping[str, Any]
+    # Failures here were chosen to be lived with (foreach without break_on_error): never retried.
+    failures_handled: bool = False
+    # Extra records committed in the same transaction as a failed result (trycatch's phase change).
+    on_failure: Callable[[str, ComponentResult], list[Record]] | None = None
+
+
+@dataclass(slots=True)
+class ScopeOutcome:
+    """Results of one group by stage id, and the failure that stopped it, if any."""
+
+    results: dict[str, ComponentResult]
+    failed: ComponentResult | None = None
+    failed_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything one executing run holds."""
+
+    run_id: str
+    pipeline: PipelineConfig
+    plan: ExecutionPlan
+    inputs: dict[str, Any]
+    store: RunStore
+    cancellation: CancellationToken
+    decisions: dict[str, dict[str, Any]]
+    committed: dict[str, ComponentResult]  # restored + newly committed, by path
+    resumed_attempts: dict[str, int]
+    force: bool = False
+    depth: int = 0
+    upstream: dict[str, Any] = field(default_factory=dict)
+    returned: bool = False
+    return_value: Any = None
+    context_base: dict[str, Any] = field(default_factory=dict)
+    logger: Any = None
+
+
+class DAGExecutor:
+    """Executes pipelines; one instance serves many runs concurrently."""
+
+    def __init__(self, registry: ComponentRegistry, *, hooks: ExecutionHooks | list[ExecutionHooks] | None = None,
+                 max_concurrency: int = 10, parallel_execution: bool = True,
+                 providers: Any = None, default_provider: str | None = None,
+                 pipelines: Mapping[str, PipelineConfig] | Callable[[str], PipelineConfig] | None = None,
+                 child_runner: ChildRunner | None = None, services: Mapping[str, Any] | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.registry = registry
+        if isinstance(hooks, list):
+            hooks = CompositeHooks(hooks)
+        elif hooks is not None and not isinstance(hooks, CompositeHooks):
+            hooks = CompositeHooks([hooks])
+        self.hooks: CompositeHooks | None = hooks
+        self.max_concurrency = max_concurrency
+        self.parallel_execution = parallel_execution
+        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency > 0 else None
+        svc = dict(services or {})
+        if providers is not None:
+            svc["providers"] = providers
+        if default_provider is not None:
+            svc["default_provider"] = default_provider
+        self.services = svc
+        self.env = env if env is not None else os.environ
+        self._pipelines = pipelines
+        self.child_runner: ChildRunner = child_runner or self._run_child_in_memory
+        self.executor = UniversalExecutor(hooks=self.hooks, services=svc)
+        self.control_flow = ControlFlowHandler(self)
+        self._plans: dict[int, tuple[PipelineConfig, ExecutionPlan]] = {}
+
+    # -- public API ------------------------------------------------------------------------------
+    def plan_for(self, pipeline: PipelineConfig) -> ExecutionPlan:
+        cached = self._plans.get(id(pipeline))
+        if cached is not None and cached[0] is pipeline:
+            return cached[1]
+        plan = ExecutionPlan(pipeline, self.registry)
+        if len(self._plans) > 256:
+            self._plans.clear()
+        self._plans[id(pipeline)] = (pipeline, plan)
+        return plan
+
+    def lookup_pipeline(self, pipeline_id: str) -> PipelineConfig:
+        source = self._pipelines
+        try:
+            if callable(source):
+                return source(pipeline_id)
+            if source is not None:
+                return source[pipeline_id]
+        except KeyError:
+            pass
+        raise PipelineNotFoundError(f"no pipeline {pipeline_id!r}", pipeline_id=pipeline_id)
+
+    async def execute(self, pipeline: PipelineConfig, inputs: dict[str, Any] | None = None, *,
+                      run_id: str | None = None, store: RunStore | None = None,
+                      snapshot: RunSnapshot | None = None, cancellation: CancellationToken | None = None,
+                      force: bool = False, depth: int = 0) -> RunOutcome:
+        """Run ``pipeline`` (or resume it from ``snapshot``) to the end; never raises for stage failures.
+
+        ``snapshot`` must already be the resume view (``RunSnapshot.for_resume()``). ``force`` lets
+        stages that are not safe to repeat run again after a crash.
+        """
+        run_id = run_id or new_run_id()
+        inputs = dict(inputs or {})
+        snapshot = snapshot or RunSnapshot()
+        if store is None:
+            store = MemoryRunStore()
+        run = RunState(
+            run_id=run_id, pipeline=pipeline, plan=self.plan_for(pipeline), inputs=inputs, store=store,
+            cancellation=cancellation or CancellationToken(), decisions=dict(snapshot.decisions),
+            committed=dict(snapshot.results), resumed_attempts=dict(snapshot.attempts), force=force,
+            depth=depth, logger=log.bind(run_id=run_id, pipeline_id=pipeline.id),
+        )
+        run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id}
+        for path, decision in run.decisions.items():
+            if decision.get("type") == "return" and decision.get("returned"):
+                run.returned, run.return_value = True, decision.get("value")
+        if self.hooks is not None:
+            await self.hooks.on_run_start(run_id, pipeline, inputs)
+        outcome = await self._execute_run(run)
+        if self.hooks is not None:
+            await self.hooks.on_run_complete(run_id, outcome)
+        return outcome
+
+    # -- run ---------------------------------------------------------------------------------------
+    async def _execute_run(self, run: RunState) -> RunOutcome:
+        pipeline = run.pipeline
+        outcome = RunOutcome(run_id=run.run_id, pipeline_id=pipeline.id, status=RunStatus.RUNNING)
+        try:
+            _check_schema(pipeline.input_schema, run.inputs, "input", pipeline.id)
+            top = Frame(prefix="", upstream=run.upstream, variables={})
+            scope = await self.run_group(run, run.plan.top, top)
+        except RunCancelledError as exc:
+            outcome.status, outcome.error = RunStatus.CANCELLED, exc.to_dict()
+        except UnsafeToRepeatError as exc:
+            outcome.status, outcome.error = RunStatus.INTERRUPTED, exc.to_dict()
+            outcome.failed_path = exc.context.get("path")
+        except JournalError as exc:
+            # The journal could not commit: nothing after the last commit is claimed, and the run
+            # resumes from there once the fault is gone.
+            outcome.status, outcome.error = RunStatus.INTERRUPTED, exc.to_dict()
+        except FlowmasonError as exc:
+            outcome.status, outcome.error = RunStatus.FAILED, exc.to_dict()
+        else:
+            if scope.failed is not None:
+                outcome.status = RunStatus.FAILED
+                outcome.failed_path = scope.failed_path
+                outcome.error = _stage_failure(scope.failed, scope.failed_path).to_dict()
+            else:
+                try:
+                    outcome.output = self._run_output(run, scope)
+                    _check_schema(pipeline.output_schema, outcome.output, "output", pipeline.id)
+                    outcome.status = RunStatus.SUCCEEDED
+                except FlowmasonError as exc:
+                    outcome.status, outcome.error = RunStatus.FAILED, exc.to_dict()
+        outcome.results = run.committed
+        outcome.returned = run.returned
+        usage = UsageMetrics()
+        for result in run.committed.values():
+            usage = usage + result.usage
+        outcome.usage = usage
+        return outcome
+
+    def _run_output(self, run: RunState, scope: ScopeOutcome) -> Any:
+        if run.returned:
+            return run.return_value
+        pipeline = run.pipeline
+        if pipeline.output_stage_id:
+            if pipeline.output_stage_id not in run.upstream:
+                raise StageError("output stage did not run", stage=pipeline.output_stage_id)
+            return run.upstream[pipeline.output_stage_id]
+        sinks = [s for s in run.plan.top.sinks if s in scope.results
+                 and scope.results[s].status is StageStatus.SUCCESS]
+        if len(sinks) == 1:
+            return run.upstream.get(sinks[0])
+        return {s: run.upstream.get(s) for s in sinks}
+
+    # -- groups --------------------------------------------------------------------------------------
+    async def run_group(self, run: RunState, group: Group, frame: Frame) -> ScopeOutcome:
+        """Run one group of sibling stages to completion; the heart of scheduling."""
+        pending = {m: len(group.deps[m]) for m in group.members}
+        results: dict[str, ComponentResult] = {}
+        ready: list[tuple[int, str]] = [(group.order[m], m) for m in group.members if pending[m] == 0]
+        heapq.heapify(ready)
+        tasks: dict[asyncio.Task[ComponentResult], str] = {}
+        failed: tuple[str, ComponentResult] | None = None
+        sequential = not self.parallel_execution
+        cancel_wait: asyncio.Future[Any] | None = None
+        token = run.cancellation
+
+        def complete(member: str, result: ComponentResult) -> None:
+            nonlocal failed
+            results[member] = result
+            if result.status is StageStatus.FAILED and run.plan.stages[member].on_error == "propagate":
+                if failed is None:
+                    failed = (member, result)
+            for dependent in group.dependents[member]:
+                pending[dependent] -= 1
+                if pending[dependent] == 0:
+                    heapq.heappush(ready, (group.order[dependent], dependent))
+
+        try:
+            while True:
+                while ready and failed is None and not run.returned and not token.cancelled:
+                    if sequential and tasks:
+                        break
+                    _, member = heapq.heappop(ready)
+                    path = frame.prefix + member
+                    restored = run.committed.get(path)
+                    if restored is not None:
+                        self._restore(run, member, path, restored, frame)
+                        complete(member, restored)
+                        continue
+                    deps = group.deps[member]
+                    if deps and all(results[d].status is StageStatus.SKIPPED for d in deps):
+                        complete(member, await self._skip(run, member, path, frame, "all dependencies were skipped"))
+                        continue
+                    tasks[asyncio.create_task(self.run_stage(run, member, frame))] = member
+                if not tasks:
+                    break
+                if token.cancelled:
+                    await self._drain_after_cancel(run, tasks, complete)
+                    raise RunCancelledError(token.reason or "cancelled", run_id=run.run_id)
+                if cancel_wait is None:
+                    cancel_wait = asyncio.ensure_future(token.wait())
+                done, _ = await asyncio.wait([*tasks, cancel_wait], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is cancel_wait:
+                        continue
+                    member = tasks.pop(task)  # type: ignore[arg-type]
+                    if token.cancelled and isinstance(task.exception(), RunCancelledError):
+                        continue  # a nested group stopped for the same cancellation
+                    complete(member, task.result())
+        finally:
+            if cancel_wait is not None:
+                cancel_wait.cancel()
+            if tasks:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        if token.cancelled and (ready or len(results) < len(group.members)) and failed is None \
+                and not run.returned:
+            raise RunCancelledError(token.reason or "cancelled", run_id=run.run_id)
+        if failed is not None:
+            return ScopeOutcome(results=results, failed=failed[1], failed_path=frame.prefix + failed[0])
+        return ScopeOutcome(results=results)
+
+    async def _drain_after_cancel(self, run: RunState, tasks: dict[asyncio.Task[ComponentResult], str],
+                                  complete: Callable[[str, ComponentResult], None]) -> None:
+        """Give in-flight stages the grace period, keep what finished, cancel the rest."""
+        grace = run.cancellation.grace_s
+        if grace > 0:
+            done, _ = await asyncio.wait(list(tasks), timeout=grace)
+        else:
+            done = set()
+        for task in done:
+            member = tasks.pop(task)
+            if not task.cancelled() and task.exception() is None:
+                complete(member, task.result())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
+
+    def _restore(self, run: RunState, member: str, path: str, result: ComponentResult, frame: Frame) -> None:
+        frame.upstream[member] = result.output if result.status is StageStatus.SUCCESS else None
+        if run.plan.meta[member].kind == "control_flow":
+            for child_path, child in run.plan.flat_descendants(member, frame.prefix):
+                child_result = run.committed.get(child_path)
+                if child_result is not None:
+                    frame.upstream[child] = child_result.output if child_result.ok else None
+                else:
+                    frame.upstream.setdefault(child, None)
+
+    async def _skip(self, run: RunState, member: str, path: str, frame: Frame, reason: str) -> ComponentResult:
+        stage = run.plan.stages[member]
+        result = ComponentResult.skipped(member, stage.component_type, reason)
+        frame.upstream[member] = None
+        for _, child in run.plan.flat_descendants(member, frame.prefix):
+            frame.upstream.setdefault(child, None)
+        # Derived skips are not journaled: on resume they follow again from committed results.
+        run.committed[path] = result
+        if self.hooks is not None:
+            await self.hooks.on_stage_skipped(run.run_id, path, stage, reason)
+        return result
+
+    # -- one stage ----------------------------------------------------------------------------------
+    def template_scope(self, run: RunState, member: str, path: str, frame: Frame) -> TemplateScope:
+        context = {**run.context_base, **frame.variables, "stage_id": member, "stage_path": path}
+        return TemplateScope(input=run.inputs, upstream=frame.upstream, env=self.env, context=context)
+
+    async def run_stage(self, run: RunState, member: str, frame: Frame) -> ComponentResult:
+        """Execute one stage (leaf or control flow) and commit its result."""
+        stage = run.plan.stages[member]
+        meta = run.plan.meta[member]
+        path = frame.prefix + member
+        extra: list[Record] = []
+        try:
+            config = resolve(stage.config, self.template_scope(run, member, path, frame), stage=member) \
+                if stage.config else {}
+            input_model = meta.input_model.model_validate(config)
+        except TemplateError as exc:
+            result = _config_failure(stage, ErrorType.CONFIGURATION, str(exc))
+        except ValidationError as exc:
+            result = _config_failure(stage, ErrorType.VALIDATION, f"invalid config: {_pydantic_summary(exc)}")
+        else:
+            if meta.kind == "control_flow":
+                result, extra = await self.control_flow.execute(run, stage, meta, path, frame, input_model)
+            else:
+                result = await self._run_leaf(run, stage, meta, path, frame, input_model)
+        handled = False
+        if result.status is StageStatus.FAILED:
+            if stage.on_error == "continue" or frame.failures_handled:
+                handled = True
+            elif frame.on_failure is not None:
+                extra = [*extra, *frame.on_failure(path, result)]
+                handled = True
+            if handled:
+                result.handled = True
+        await run.store.commit([Record.of_result(path, result), *extra] if extra else [Record.of_result(path, result)])
+        run.committed[path] = result
+        frame.upstream[member] = result.output if result.status is StageStatus.SUCCESS else None
+        if self.hooks is not None:
+            await self.hooks.on_stage_complete(run.run_id, path, stage, result)
+        return result
+
+    async def _run_leaf(self, run: RunState, stage: Any, meta: Any, path: str, frame: Frame,
+                        input_model: Any) -> ComponentResult:
+        attempt_base = run.resumed_attempts.get(path, 0)
+        if attempt_base and not meta.safe_to_repeat and not run.force:
+            raise UnsafeToRepeatError(
+                f"stage '{stage.id}' ({stage.component_type}) was in flight when the run stopped and is not "
+                "safe to repeat; resume with force to run it again", stage=stage.id, path=path,
+                attempt=attempt_base, run_id=run.run_id)
+        instance = self.registry.instance(stage.component_type)
+        semaphore = self._semaphore
+        if semaphore is None:
+            return await self.executor.execute(
+                run_id=run.run_id, pipeline_id=run.pipeline.id, path=path, stage=stage, meta=meta,
+                instance=instance, input=input_model, cancellation=run.cancellation, store=run.store,
+                attempt_base=attempt_base, variables=frame.variables, logger=run.logger)
+        async with semaphore:
+            if run.cancellation.cancelled:
+                raise asyncio.CancelledError()
+            return await self.executor.execute(
+                run_id=run.run_id, pipeline_id=run.pipeline.id, path=path, stage=stage, meta=meta,
+                instance=instance, input=input_model, cancellation=run.cancellation, store=run.store,
+                attempt_base=attempt_base, variables=frame.variables, logger=run.logger)
+
+    # -- subpipelines ------------------------------------------------------------------------------
+    async def _run_child_in_memory(self, parent: RunState, path: str, child_run_id: str, pipeline_id: str,
+                                   inputs: dict[str, Any]) -> RunOutcome:
+        pipeline = self.lookup_pipeline(pipeline_id)
+        return await self.execute(pipeline, inputs, run_id=child_run_id, cancellation=parent.cancellation,
+                                  depth=parent.depth + 1)
+
+
+def _config_failure(stage: Any, error_type: ErrorType, message: str) -> ComponentResult:
+    now = time.time()
+    return ComponentResult(stage_id=stage.id, component_type=stage.component_type, status=StageStatus.FAILED,
+                           error=message, error_type=error_type, attempts=0, started_at=now, finished_at=now)
+
+
+def _stage_failure(result: ComponentResult, path: str | None) -> StageError:
+    cls = RetryExhaustedError if result.attempts > 1 else StageError
+    return cls(f"stage '{result.stage_id}' failed: {result.error}", error_type=result.error_type,
+               stage=result.stage_id, path=path,
+               error_type_name=result.error_type.value if result.error_type else None)
+
+
+def _check_schema(schema: dict[str, Any] | None, value: Any, what: str, pipeline_id: str) -> None:
+    if not schema:
+        return
+    from flowmasond.components.operators.schema import validate_json_schema
+
+    problems = validate_json_schema(value, schema)
+    if problems:
+        raise StageError(f"run {what} does not match the pipeline's {what}_schema: " + "; ".join(problems),
+                         error_type=ErrorType.VALIDATION, pipeline=pipeline_id)

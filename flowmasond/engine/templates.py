@@ -1,0 +1,342 @@
+"""Template resolution for stage configs: ``{{input.a}}``, ``{{upstream.s.f}}``, ``{{s.output.f}}``,
+``{{env.VAR}}`` and ``{{context.key}}``.
+
+This is on the engine's hot path (every stage, every foreach iteration), so each distinct template
+string is parsed once (``_compile`` is cached) and a string without ``{{`` is returned after one
+substring test. A string that is exactly one template keeps the referenced value's native type;
+in mixed text every non-string value is rendered as compact JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from flowmasond.errors import TemplateError
+
+RefKind = Literal["input", "upstream", "seed", "env", "context", "invalid"]
+ROOTS = ("input", "upstream", "env", "context")
+
+# Inner text may not hold braces, so `{{{x}}}` finds `{{x}}` and stray single braces stay literal.
+_TEMPLATE_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+# Distinct template strings in a daemon are bounded by its pipeline files; this leaves ample room.
+_COMPILE_CACHE_SIZE = 8192
+# Enough keys to spot a typo in an error message without dumping a huge mapping.
+_KEYS_SHOWN = 12
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRef:
+    """One ``{{...}}`` found in a config.
+
+    ``root`` is ``input``/``upstream``/``env``/``context``, or the stage id for the seed's
+    ``{{<stage>.output...}}`` form (``kind`` is then ``seed``). ``stage`` is the referenced stage
+    for the upstream and seed forms. ``path`` holds the segments after the root (after the stage
+    id for upstream, after ``output`` for seed). ``error`` is set when the reference can never
+    resolve (unknown root, empty segment...); ``kind`` is then ``invalid``.
+    """
+
+    text: str
+    kind: RefKind
+    root: str
+    stage: str | None
+    path: tuple[str, ...]
+    error: str | None = None
+    # Each segment pre-parsed as a list index (None when not an integer), so lookups never re-parse.
+    _indexes: tuple[int | None, ...] = field(default=(), repr=False, compare=False)
+
+
+@dataclass(slots=True)
+class TemplateScope:
+    """What templates resolve against for one stage execution."""
+
+    input: Any
+    # stage id -> that stage's output; None when the stage was skipped or failed-and-continued.
+    upstream: Mapping[str, Any]
+    env: Mapping[str, str]
+    # run_id, stage_id, pipeline_id, attempt, loop variables (item, index or custom names), ...
+    context: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    # Literal text and references in order; `single` is set when the whole string is one template.
+    parts: tuple[str | TemplateRef, ...]
+    single: TemplateRef | None
+
+
+class _Unresolved(Exception):
+    """Internal: carries a failed lookup up through the config walk, collecting its location."""
+
+    def __init__(self, text: str, detail: str) -> None:
+        super().__init__(detail)
+        self.text = text
+        self.detail = detail
+        self.where: list[str] = []
+
+
+def is_template(value: Any) -> bool:
+    """Whether ``value`` is a string holding at least one ``{{...}}`` template."""
+    if not isinstance(value, str) or "{{" not in value:
+        return False
+    return any(isinstance(part, TemplateRef) for part in _compile(value).parts)
+
+
+def contains_template(value: Any) -> bool:
+    """Whether ``value`` (a string, or a dict/list nested to any depth) holds a template."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(contains_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(contains_template(v) for v in value)
+    return False
+
+
+def references(value: Any) -> list[TemplateRef]:
+    """Every template in ``value`` (nested dicts and lists walked), in document order."""
+    return [ref for _, ref in walk_references(value)]
+
+
+def walk_references(value: Any, where: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], TemplateRef]]:
+    """Like ``references`` but with each template's location (dict keys and list indexes)."""
+    if isinstance(value, str):
+        if "{{" in value:
+            for part in _compile(value).parts:
+                if isinstance(part, TemplateRef):
+                    yield where, part
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from walk_references(item, (*where, str(key)))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from walk_references(item, (*where, i))
+
+
+def resolve(value: Any, scope: TemplateScope, *, stage: str | None = None) -> Any:
+    """Resolve every template in ``value`` (a string, or dicts/lists nested to any depth).
+
+    Containers are always copied, so a component can never mutate the pipeline's own config.
+    Raises ``TemplateError`` naming the template, the missing segment and the config field.
+    """
+    try:
+        return _resolve(value, scope)
+    except _Unresolved as exc:
+        field_path = ".".join(reversed(exc.where)) or None
+        raise TemplateError(f"{exc.text}: {exc.detail}", stage=stage, field=field_path) from None
+
+
+def _resolve(value: Any, scope: TemplateScope) -> Any:
+    kind = type(value)
+    if kind is str:
+        if "{{" not in value:
+            return value
+        return _render(_compile(value), scope)
+    if kind in _SCALARS:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            try:
+                out[key] = _resolve(item, scope)
+            except _Unresolved as exc:
+                exc.where.append(str(key))
+                raise
+        return out
+    if kind is list or isinstance(value, tuple):
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_resolve(item, scope))
+            except _Unresolved as exc:
+                exc.where.append(str(i))
+                raise
+        return items
+    if isinstance(value, str):  # a str subclass
+        return _resolve(str(value), scope)
+    return value
+
+
+def _render(compiled: _Compiled, scope: TemplateScope) -> Any:
+    if compiled.single is not None:
+        return _lookup(compiled.single, scope)
+    chunks = []
+    for part in compiled.parts:
+        if isinstance(part, str):
+            chunks.append(part)
+        else:
+            chunks.append(_as_text(_lookup(part, scope)))
+    return "".join(chunks)
+
+
+def _as_text(value: Any) -> str:
+    if type(value) is str:
+        return value
+    return _ENCODER.encode(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+# One encoder for all rendering: json.dumps with options builds a new encoder on every call.
+# Non-ASCII stays readable because rendered text usually lands in prompts, messages and commands.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=_COMPILE_CACHE_SIZE)
+def _compile(text: str) -> _Compiled:
+    parts: list[str | TemplateRef] = []
+    pos = 0
+    for match in _TEMPLATE_RE.finditer(text):
+        if match.start() > pos:
+            parts.append(text[pos:match.start()])
+        parts.append(_parse_ref(match.group(0), match.group(1)))
+        pos = match.end()
+    if pos < len(text):
+        parts.append(text[pos:])
+    single = parts[0] if len(parts) == 1 and isinstance(parts[0], TemplateRef) else None
+    return _Compiled(parts=tuple(parts), single=single)
+
+
+def _parse_ref(text: str, inner: str) -> TemplateRef:
+    if not inner:
+        return _invalid(text, "", "empty template")
+    segments = tuple(inner.split("."))
+    if any(not s.strip() for s in segments):
+        return _invalid(text, segments[0], "empty path segment")
+    root, rest = segments[0], segments[1:]
+    if root == "input" or root == "context":
+        return _ref(text, root, root, None, rest)
+    if root == "upstream":
+        if not rest:
+            return _invalid(text, root, "'upstream' needs a stage id: {{upstream.<stage>.<field>}}")
+        return _ref(text, "upstream", root, rest[0], rest[1:])
+    if root == "env":
+        if len(rest) != 1:
+            return _invalid(text, root, "'env' takes exactly one variable name: {{env.VAR}}")
+        return _ref(text, "env", root, None, rest)
+    if len(rest) >= 1 and rest[0] == "output":
+        return _ref(text, "seed", root, root, rest[1:])
+    return _invalid(text, root, f"unknown root '{root}' (expected input, upstream, env, context, "
+                                "or <stage>.output)")
+
+
+def _ref(text: str, kind: RefKind, root: str, stage: str | None, path: tuple[str, ...]) -> TemplateRef:
+    return TemplateRef(text=text, kind=kind, root=root, stage=stage, path=path,
+                       _indexes=tuple(_as_index(s) for s in path))
+
+
+def _invalid(text: str, root: str, error: str) -> TemplateRef:
+    return TemplateRef(text=text, kind="invalid", root=root, stage=None, path=(), error=error)
+
+
+def _as_index(segment: str) -> int | None:
+    try:
+        return int(segment)
+    except ValueError:
+        return None
+
+
+# -- lookup ----------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _lookup(ref: TemplateRef, scope: TemplateScope) -> Any:
+    kind = ref.kind
+    if kind == "input":
+        return _walk(ref, scope.input, "input")
+    if kind == "upstream" or kind == "seed":
+        stage = ref.stage
+        assert stage is not None
+        output = scope.upstream.get(stage, _MISSING)
+        if output is _MISSING:
+            raise _Unresolved(ref.text, f"no output from stage '{stage}' in this run (unknown stage, "
+                                        "or it has not run yet: is it in depends_on?)")
+        if output is None and ref.path:
+            raise _Unresolved(ref.text, f"stage '{stage}' has no output (it was skipped, or it failed "
+                                        f"and the pipeline continued), so '{ref.path[0]}' cannot be read")
+        return _walk(ref, output, f"upstream.{stage}")
+    if kind == "env":
+        name = ref.path[0]
+        value = scope.env.get(name)
+        if value is None:
+            raise _Unresolved(ref.text, f"environment variable '{name}' is not set")
+        return value
+    if kind == "context":
+        if ref.path and ref.path[0] not in scope.context:
+            raise _Unresolved(ref.text, f"context has no '{ref.path[0]}' (available: "
+                                        f"{_keys_hint(scope.context)})")
+        return _walk(ref, scope.context, "context")
+    raise _Unresolved(ref.text, ref.error or "invalid template")
+
+
+def _walk(ref: TemplateRef, value: Any, where: str) -> Any:
+    current = value
+    for segment, index in zip(ref.path, ref._indexes):
+        kind = type(current)
+        if kind is dict or (kind is not list and isinstance(current, Mapping)):
+            found = current.get(segment, _MISSING)
+            if found is _MISSING:
+                raise _Unresolved(ref.text, f"key '{segment}' not found in {where} "
+                                            f"(keys: {_keys_hint(current)})")
+            current = found
+        elif kind is list or isinstance(current, tuple):
+            if index is None:
+                raise _Unresolved(ref.text, f"'{segment}' is not a list index ({where} is a list of "
+                                            f"{len(current)} items)")
+            if not -len(current) <= index < len(current):
+                raise _Unresolved(ref.text, f"index {index} out of range (list has {len(current)} items)")
+            current = current[index]
+        elif current is None:
+            raise _Unresolved(ref.text, f"{where} is null, so '{segment}' cannot be read")
+        elif isinstance(current, BaseModel):
+            extra = current.__pydantic_extra__ or {}
+            if segment in type(current).model_fields:
+                current = getattr(current, segment)
+            elif segment in extra:
+                current = extra[segment]
+            else:
+                raise _Unresolved(ref.text, f"key '{segment}' not found in {where}")
+        else:
+            raise _Unresolved(ref.text, f"{where} is {_type_name(current)}, so '{segment}' cannot be read")
+        where = f"{where}.{segment}"
+    return current
+
+
+def _keys_hint(mapping: Mapping[str, Any]) -> str:
+    keys = [str(k) for k in mapping]
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:_KEYS_SHOWN])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > _KEYS_SHOWN else "")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,218 @@
+"""Loading ``*.pipeline.json`` files: JSON, then structure (pydantic), then semantics.
+
+Every problem of a file is collected before anything is raised, so an operator fixes a file in
+one round: ``PipelineValidationError.issues`` lists them all, each naming file, stage and field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from flowmasond.engine.models import PipelineConfig, RetryConfig, ScheduleConfig, StageConfig
+from flowmasond.engine.registry import ComponentRegistry
+from flowmasond.errors import PipelineValidationError, ValidationIssue
+from flowmasond.pipelines.validation import describe_pydantic_error, did_you_mean, validate_pipeline
+
+PIPELINE_SUFFIX = ".pipeline.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineCheck:
+    """The outcome of checking one pipeline source: the config when valid, else every issue."""
+
+    file: str
+    config: PipelineConfig | None
+    issues: list[ValidationIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.config is not None and not self.issues
+
+
+def pipeline_id_from_path(path: str | os.PathLike[str]) -> str:
+    """The default pipeline id: the file name without ``.pipeline.json`` (or ``.json``)."""
+    name = Path(path).name
+    for suffix in (PIPELINE_SUFFIX, ".json"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return Path(path).stem
+
+
+def load_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry) -> PipelineConfig:
+    """Read and validate one pipeline file; raises ``PipelineValidationError`` with every issue."""
+    check = check_pipeline_file(path, registry)
+    if check.config is None or check.issues:
+        raise PipelineValidationError(check.file, check.issues)
+    return check.config
+
+
+def load_pipeline_dict(data: Any, registry: ComponentRegistry, source: str = "<pipeline>") -> PipelineConfig:
+    """Validate an already-parsed pipeline (``id`` required); ``source`` names it in issues."""
+    check = check_pipeline_data(data, registry, source)
+    if check.config is None or check.issues:
+        raise PipelineValidationError(check.file, check.issues)
+    return check.config
+
+
+def check_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry) -> PipelineCheck:
+    """Like ``load_pipeline_file`` but returns the issues instead of raising."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return _failed(file, f"file is not UTF-8 text: {exc.reason} at byte {exc.start}")
+    except OSError as exc:
+        return _failed(file, f"cannot read file: {exc.strerror or exc}")
+    duplicates: list[str] = []
+    try:
+        data = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicate_keys(pairs, duplicates))
+    except json.JSONDecodeError as exc:
+        return _failed(file, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+    if not isinstance(data, dict):
+        return _failed(file, f"a pipeline file must hold a JSON object, not {_json_type(data)}")
+    data.setdefault("id", pipeline_id_from_path(path))
+    check = check_pipeline_data(data, registry, file)
+    if not duplicates:
+        return check
+    # A repeated key silently keeps its last value in JSON; here that would drop config unseen.
+    issues = [ValidationIssue(f"duplicate JSON key '{key}' (only the last value would be used)",
+                              file=file) for key in dict.fromkeys(duplicates)]
+    return PipelineCheck(file=file, config=None, issues=issues + check.issues)
+
+
+def check_pipeline_data(data: Any, registry: ComponentRegistry, file: str) -> PipelineCheck:
+    """Structural then semantic validation of parsed JSON; every issue names ``file``."""
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        issues = _structural_issues(exc, data, file)
+        partial, unparsed = _partial_config(data)
+        issues.extend(validate_pipeline(partial, registry, file, unparsed_stage_ids=unparsed))
+        return PipelineCheck(file=file, config=None, issues=issues)
+    issues = validate_pipeline(config, registry, file)
+    return PipelineCheck(file=file, config=None if issues else config, issues=issues)
+
+
+def _failed(file: str, message: str) -> PipelineCheck:
+    return PipelineCheck(file=file, config=None, issues=[ValidationIssue(message, file=file)])
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            duplicates.append(key)
+        result[key] = value
+    return result
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "a boolean"
+
+
+# -- pydantic errors -> issues --------------------------------------------------------------------
+
+
+def _structural_issues(exc: ValidationError, data: Any, file: str) -> list[ValidationIssue]:
+    raw_stages = data.get("stages") if isinstance(data, dict) else None
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        stage = None
+        rest = loc
+        if len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
+            stage = _raw_stage_name(raw_stages, loc[1])
+            rest = loc[2:]
+        if error["type"] == "extra_forbidden" and loc:
+            model = _model_at(loc[:-1])
+            known = sorted(model.model_fields) if model is not None else []
+            message = f"unknown field '{loc[-1]}'{did_you_mean(str(loc[-1]), known, 'allowed fields')}"
+        else:
+            message = describe_pydantic_error(error)
+        field = ".".join(str(p) for p in rest) or None
+        issues.append(ValidationIssue(message, file=file, stage=stage, field=field))
+    return issues
+
+
+def _raw_stage_name(raw_stages: Any, index: int) -> str:
+    if isinstance(raw_stages, list) and 0 <= index < len(raw_stages):
+        raw = raw_stages[index]
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+            return raw["id"]
+    return f"stages[{index}]"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose fields live at ``loc`` (to list allowed names for an unknown field)."""
+    if loc == ():
+        return PipelineConfig
+    if len(loc) == 2 and loc[0] == "stages":
+        return StageConfig
+    if len(loc) == 3 and loc[0] == "stages" and loc[2] == "retry_config":
+        return RetryConfig
+    if len(loc) == 2 and loc[0] == "schedules":
+        return ScheduleConfig
+    return None
+
+
+def _partial_config(data: Any) -> tuple[PipelineConfig, set[str]]:
+    """The parts of a structurally invalid file that did parse, so semantic rules still run.
+
+    Returns the partial config and the ids of stages that did not parse (their problems are
+    already reported; references to them must not be reported as unknown stages).
+    """
+    data = data if isinstance(data, dict) else {}
+    stages: list[StageConfig] = []
+    unparsed: set[str] = set()
+    raw_stages = data.get("stages")
+    for raw in raw_stages if isinstance(raw_stages, list) else []:
+        stage = _salvage_stage(raw)
+        if stage is not None:
+            stages.append(stage)
+        elif isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            unparsed.add(raw["id"])
+    schedules: list[ScheduleConfig] = []
+    raw_schedules = data.get("schedules")
+    for raw in raw_schedules if isinstance(raw_schedules, list) else []:
+        try:
+            schedules.append(ScheduleConfig.model_validate(raw))
+        except ValidationError:
+            pass
+    output_stage_id = data.get("output_stage_id")
+    partial = PipelineConfig.model_construct(
+        id=str(data.get("id") or "?"), stages=stages, schedules=schedules,
+        output_stage_id=output_stage_id if isinstance(output_stage_id, str) else None)
+    return partial, unparsed
+
+
+# Without these a stage cannot take part in any cross-stage rule.
+_ESSENTIAL_STAGE_FIELDS = frozenset({"id", "component_type", "component"})
+
+
+def _salvage_stage(raw: Any) -> StageConfig | None:
+    """The stage with its invalid optional fields dropped, so its other fields are still checked."""
+    try:
+        return StageConfig.model_validate(raw)
+    except ValidationError as exc:
+        if not isinstance(raw, dict):
+            return None
+        bad = {error["loc"][0] if error["loc"] else None for error in exc.errors()}
+        if None in bad or bad & _ESSENTIAL_STAGE_FIELDS:
+            return None
+        trimmed = {key: value for key, value in raw.items() if key not in bad}
+    try:
+        return StageConfig.model_validate(trimmed)
+    except ValidationError:
+        return None
