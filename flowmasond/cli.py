@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowmasond", description="Durable pipeline orchestrator daemon.")
+    parser = argparse.ArgumentParser(
+        prog="flowmasond", description="Durable pipeline orchestrator daemon. Without a command it runs the daemon.")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (default /etc/flowmason/flowmasond.toml if present)")
+    parser.add_argument("--state-dir", metavar="DIR", help="where the journal lives")
+    parser.add_argument("--socket", metavar="PATH", help="control socket path")
+    parser.add_argument("--pipelines", action="append", metavar="DIR", help="pipeline folder; repeatable")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run-once", help="run one pipeline file in the foreground (no daemon, no journal)")
@@ -16,11 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-file", help="a file holding the run inputs as JSON")
     run.add_argument("-i", dest="set", action="append", metavar="KEY=VALUE",
                      help="one input value (JSON or plain text); repeatable")
-    run.add_argument("--pipelines", action="append", metavar="DIR",
+    run.add_argument("--pipelines", dest="run_pipelines", action="append", metavar="DIR",
                      help="folders searched for subpipelines (default: the file's folder)")
     run.add_argument("--components", action="append", metavar="MODULE",
                      help="extra module of components to load; repeatable")
-    run.add_argument("--log-level", default="warning")
+    run.add_argument("--log-level", dest="run_log_level", default="warning")
 
     val = sub.add_parser("validate", help="validate pipeline files")
     val.add_argument("files", nargs="+")
@@ -39,9 +47,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run-once":
         from flowmasond import runonce
 
+        args.pipelines = args.run_pipelines
+        args.log_level = args.run_log_level
         return runonce.main(args)
-    parser.print_help()
-    return 2
+    return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the configuration and run the daemon until it is stopped."""
+    from flowmasond.config import load_config
+    from flowmasond.daemon import Daemon
+    from flowmasond.errors import FlowmasonError
+    from flowmasond.logs import configure_logging
+
+    try:
+        config = load_config(args.config, overrides={
+            "state_dir": args.state_dir, "socket": args.socket, "pipeline_dirs": args.pipelines,
+            "log_level": args.log_level})
+    except FlowmasonError as exc:
+        print(f"flowmasond: {exc}", file=sys.stderr)
+        return 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps a bad config from looping
+    if args.check_config:
+        print(f"configuration ok: state_dir={config.state_dir} socket={config.socket} "
+              f"pipelines={[str(p) for p in config.pipeline_dirs]}")
+        return 0
+    json_logs = None if config.log_format == "auto" else config.log_format == "json"
+    configure_logging(level=config.log_level, json=json_logs)
+    try:
+        return asyncio.run(Daemon(config).run())
+    except FlowmasonError as exc:
+        import structlog
+
+        structlog.get_logger("flowmasond").error("daemon_failed", error=str(exc), **exc.context)
+        print(f"flowmasond: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

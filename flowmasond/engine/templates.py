@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from flowmasond.errors import TemplateError
 
 RefKind = Literal["input", "upstream", "seed", "env", "context", "invalid"]
+Location = tuple[str | int, ...]  # dict keys and list indexes leading to a value in a config
 ROOTS = ("input", "upstream", "env", "context")
 
 # Inner text may not hold braces, so `{{{x}}}` finds `{{x}}` and stray single braces stay literal.
@@ -105,7 +106,7 @@ def references(value: Any) -> list[TemplateRef]:
     return [ref for _, ref in walk_references(value)]
 
 
-def walk_references(value: Any, where: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], TemplateRef]]:
+def walk_references(value: Any, where: Location = ()) -> Iterator[tuple[Location, TemplateRef]]:
     """Like ``references`` but with each template's location (dict keys and list indexes)."""
     if isinstance(value, str):
         if "{{" in value:

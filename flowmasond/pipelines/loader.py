@@ -17,7 +17,12 @@ from pydantic import BaseModel, ValidationError
 from flowmasond.engine.models import PipelineConfig, RetryConfig, ScheduleConfig, StageConfig
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.errors import PipelineValidationError, ValidationIssue
-from flowmasond.pipelines.validation import describe_pydantic_error, did_you_mean, validate_pipeline
+from flowmasond.pipelines.validation import (
+    describe_pydantic_error,
+    did_you_mean,
+    sort_issues,
+    validate_pipeline,
+)
 
 PIPELINE_SUFFIX = ".pipeline.json"
 
@@ -94,7 +99,7 @@ def check_pipeline_data(data: Any, registry: ComponentRegistry, file: str) -> Pi
         issues = _structural_issues(exc, data, file)
         partial, unparsed = _partial_config(data)
         issues.extend(validate_pipeline(partial, registry, file, unparsed_stage_ids=unparsed))
-        return PipelineCheck(file=file, config=None, issues=issues)
+        return PipelineCheck(file=file, config=None, issues=sort_issues(issues, _raw_stage_ids(data)))
     issues = validate_pipeline(config, registry, file)
     return PipelineCheck(file=file, config=None if issues else config, issues=issues)
 
@@ -144,6 +149,12 @@ def _structural_issues(exc: ValidationError, data: Any, file: str) -> list[Valid
         field = ".".join(str(p) for p in rest) or None
         issues.append(ValidationIssue(message, file=file, stage=stage, field=field))
     return issues
+
+
+def _raw_stage_ids(data: Any) -> list[str]:
+    raw_stages = data.get("stages") if isinstance(data, dict) else None
+    count = len(raw_stages) if isinstance(raw_stages, list) else 0
+    return [_raw_stage_name(raw_stages, index) for index in range(count)]
 
 
 def _raw_stage_name(raw_stages: Any, index: int) -> str:

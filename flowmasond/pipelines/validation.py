@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,7 +63,7 @@ class _Validator:
         self._check_templates()
         self._check_output_stage()
         self.issues.extend(_check_schedules(self.config.schedules, self.file))
-        return self.issues
+        return sort_issues(self.issues, [s.id for s in self.stages])
 
     def _add(self, message: str, *, stage: str | None = None, field: str | None = None) -> None:
         self.issues.append(ValidationIssue(message, file=self.file, stage=stage, field=field))
@@ -154,11 +154,11 @@ class _Validator:
             if start in state:
                 continue
             path: list[str] = [start]
-            pending: list[Iterable[str]] = [iter(edges[start])]
+            pending: list[Iterator[str]] = [iter(edges[start])]
             state[start] = 1
             # Iterative DFS: pipelines may be deep enough to hit Python's recursion limit.
             while pending:
-                nxt = next(pending[-1], None)  # type: ignore[call-overload]
+                nxt = next(pending[-1], None)
                 if nxt is None:
                     state[path.pop()] = 2
                     pending.pop()
@@ -318,6 +318,16 @@ def _check_schedules(schedules: Sequence[ScheduleConfig], file: str | None) -> l
 
 
 # -- helpers shared with the loader ---------------------------------------------------------------
+
+
+def sort_issues(issues: list[ValidationIssue], stage_order: Sequence[str]) -> list[ValidationIssue]:
+    """Issues grouped by stage in file order, then pipeline-level ones; stable within a stage."""
+    position: dict[str, int] = {}
+    for index, stage_id in enumerate(stage_order):
+        position.setdefault(stage_id, index)
+        position.setdefault(f"stages[{index}]", index)
+    last = len(stage_order)
+    return sorted(issues, key=lambda issue: position.get(issue.stage, last) if issue.stage else last)
 
 
 def _accepted_keys(model: type[BaseModel]) -> set[str]:

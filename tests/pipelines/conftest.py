@@ -99,3 +99,9 @@ def load_ok(write_pipeline: Callable[..., Path], registry: ComponentRegistry
         return load_pipeline_file(write_pipeline(data), registry)
 
     return load
+
+
+@pytest.fixture
+def registry_factory() -> Callable[[], ComponentRegistry]:
+    """What validate_cli.main calls to build its registry (this file's test components)."""
+    return make_registry

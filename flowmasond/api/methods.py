@@ -1,0 +1,214 @@
+"""The control socket's methods, bound to the run manager, the catalog and the journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from flowmason_client.protocol import (
+    PROTOCOL_VERSION,
+    EmptyParams,
+    PipelineShowParams,
+    PipelineValidateParams,
+    RunEventsParams,
+    RunListParams,
+    RunRefParams,
+    RunResumeParams,
+    RunStartParams,
+)
+from flowmasond import __version__
+from flowmasond.api.dispatch import Dispatcher, StreamResult
+from flowmasond.api.peercred import PeerInfo
+from flowmasond.engine.types import RunStatus, StageStatus
+from flowmasond.errors import PipelineValidationError, RunNotFoundError
+from flowmasond.pipelines.loader import load_pipeline_dict, load_pipeline_file
+
+if TYPE_CHECKING:
+    from flowmasond.daemon import Daemon
+
+
+def run_info(row: Any, *, stages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A journal run row as the protocol's RunInfo."""
+    info = {
+        "run_id": row.run_id,
+        "pipeline_id": row.pipeline_id,
+        "status": row.status.value,
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "inputs": row.inputs,
+        "output": row.output,
+        "error": row.error,
+        "usage": row.usage.to_dict() if hasattr(row.usage, "to_dict") else row.usage,
+        "schedule_id": row.schedule_id,
+        "fire_time": row.fire_time,
+        "parent_run_id": row.parent_run_id,
+        "pipeline_hash": row.pipeline_hash,
+        "recovery_attempts": row.recovery_attempts,
+        "resumed_count": row.resumed_count,
+    }
+    if stages is not None:
+        info["stages"] = stages
+    return info
+
+
+def stage_rows(snapshot: Any, pipeline: Any) -> list[dict[str, Any]]:
+    """Every stage path of a run: committed results, in-flight attempts, and not-yet-run stages."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for path, result in snapshot.results.items():
+        seen.add(path)
+        rows.append({
+            "path": path, "stage_id": result.stage_id, "component_type": result.component_type,
+            "status": result.status.value, "attempts": result.attempts, "error": result.error,
+            "error_type": result.error_type.value if result.error_type else None,
+            "handled": result.handled, "started_at": result.started_at, "finished_at": result.finished_at,
+            "duration_ms": max(result.finished_at - result.started_at, 0.0) * 1000.0,
+            "usage": result.usage.to_dict(), "output": result.output,
+        })
+    for path, attempt in snapshot.attempts.items():
+        if path not in seen:
+            seen.add(path)
+            rows.append({"path": path, "stage_id": path.rsplit("/", 1)[-1], "status": "running",
+                         "attempts": attempt})
+    if pipeline is not None:
+        for stage in pipeline.stages:
+            if stage.id not in seen and not any(p.endswith("/" + stage.id) for p in seen):
+                rows.append({"path": stage.id, "stage_id": stage.id, "component_type": stage.component_type,
+                             "status": "not_started"})
+    return rows
+
+
+def build_dispatcher(daemon: Daemon) -> Dispatcher:
+    """Register every control method of the protocol against ``daemon``."""
+    d = Dispatcher()
+    manager = daemon.runs
+    journal = daemon.journal
+    catalog = daemon.catalog
+
+    async def health(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        return {"status": "stopping" if daemon.stopping else "ok", "version": __version__,
+                "uptime_s": time.monotonic() - daemon.started_monotonic}
+
+    async def version(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        return {"version": __version__, "protocol_version": PROTOCOL_VERSION,
+                "python_version": platform.python_version()}
+
+    async def status(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        counts = manager.counts()
+        return {
+            "version": __version__, "protocol_version": PROTOCOL_VERSION, "pid": os.getpid(),
+            "uptime_s": time.monotonic() - daemon.started_monotonic, "stopping": daemon.stopping,
+            "state_dir": str(daemon.config.state_dir), "socket_path": str(daemon.config.socket),
+            "runs": await journal.count_runs_by_status(),
+            "active_runs": counts["running"], "queued_runs": counts["queued"],
+            "max_concurrent_runs": daemon.config.max_concurrent_runs,
+            "pipelines": len(catalog.ids()),
+            "invalid_pipelines": len(catalog.broken_files()) + sum(1 for e in catalog.entries().values() if e.issues),
+            "schedules": daemon.schedule_count(),
+        }
+
+    def pipeline_info(pid: str, entry: Any) -> dict[str, Any]:
+        p = entry.pipeline
+        return {
+            "pipeline_id": pid, "name": p.name, "version": p.version, "description": p.description,
+            "path": str(entry.path), "stage_count": len(p.stages),
+            "schedules": [s.model_dump(mode="json") for s in p.schedules],
+            "valid": not entry.issues, "definition_hash": p.content_hash(),
+            "error": {"message": "the file on disk is invalid; the last good version is in force",
+                      "issues": [i.to_dict() for i in entry.issues]} if entry.issues else None,
+        }
+
+    async def pipelines_list(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        infos = [pipeline_info(pid, e) for pid, e in sorted(catalog.entries().items()) if e.pipeline is not None]
+        for path, issues in sorted(catalog.broken_files().items()):
+            infos.append({"pipeline_id": Path(path).name.removesuffix(".pipeline.json"), "path": str(path),
+                          "valid": False,
+                          "error": {"message": "invalid pipeline file", "issues": [i.to_dict() for i in issues]}})
+        return {"pipelines": infos}
+
+    async def pipelines_show(params: PipelineShowParams, peer: PeerInfo) -> dict[str, Any]:
+        pipeline = catalog.get(params.pipeline_id)
+        entry = catalog.entries()[params.pipeline_id]
+        return {**pipeline_info(params.pipeline_id, entry),
+                "definition": pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+    async def pipelines_validate(params: PipelineValidateParams, peer: PeerInfo) -> dict[str, Any]:
+        try:
+            if params.path is not None:
+                pipeline = load_pipeline_file(Path(params.path), catalog.registry)
+            else:
+                pipeline = load_pipeline_dict(dict(params.definition or {}), catalog.registry, source="<request>")
+        except PipelineValidationError as exc:
+            return {"valid": False, "issues": [i.to_dict() for i in exc.issues]}
+        except OSError as exc:
+            return {"valid": False, "issues": [{"file": params.path, "stage": None, "field": None,
+                                                "message": f"cannot read: {exc.strerror or exc}"}]}
+        return {"valid": True, "pipeline_id": pipeline.id, "issues": []}
+
+    async def runs_start(params: RunStartParams, peer: PeerInfo) -> dict[str, Any]:
+        run_id = await manager.start(params.pipeline_id, dict(params.inputs))
+        row = await journal.get_run(run_id)
+        return run_info(row)
+
+    async def runs_list(params: RunListParams, peer: PeerInfo) -> dict[str, Any]:
+        rows = await journal.list_runs(statuses=[RunStatus(params.status)] if params.status else None,
+                                       pipeline_id=params.pipeline_id, limit=params.limit)
+        return {"runs": [run_info(r) for r in rows]}
+
+    async def _row(run_id: str) -> Any:
+        row = await journal.get_run(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+        return row
+
+    async def runs_show(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
+        row = await _row(params.run_id)
+        snapshot = await journal.load_snapshot(params.run_id)
+        pipeline = await journal.pinned_definition(params.run_id)
+        info = run_info(row, stages=stage_rows(snapshot, pipeline))
+        info["children"] = [run_info(c) for c in await journal.child_runs(params.run_id)]
+        info["total_stages"] = len(pipeline.stages)
+        return info
+
+    async def runs_events(params: RunEventsParams, peer: PeerInfo) -> AsyncIterator[Any]:
+        last = params.after_id or 0
+        collected: list[dict[str, Any]] = []
+        async for event in manager.follow(params.run_id, after_id=last, follow=params.follow):
+            last = max(last, event["id"])
+            if params.follow:
+                yield event
+            else:
+                collected.append(event)
+        row = await _row(params.run_id)
+        yield StreamResult({"events": collected, "last_id": last, "run": run_info(row)})
+
+    async def runs_cancel(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
+        await manager.cancel(params.run_id)
+        return run_info(await _row(params.run_id))
+
+    async def runs_resume(params: RunResumeParams, peer: PeerInfo) -> dict[str, Any]:
+        definition = "current" if params.accept_changed_definition else ("pinned" if params.pinned else None)
+        await manager.resume(params.run_id, force=params.force, definition=definition)
+        return run_info(await _row(params.run_id))
+
+    d.register("health", health, EmptyParams, mutating=False)
+    d.register("version", version, EmptyParams, mutating=False)
+    d.register("status", status, EmptyParams, mutating=False)
+    d.register("pipelines.list", pipelines_list, EmptyParams, mutating=False)
+    d.register("pipelines.show", pipelines_show, PipelineShowParams, mutating=False)
+    d.register("pipelines.validate", pipelines_validate, PipelineValidateParams, mutating=False)
+    d.register("runs.start", runs_start, RunStartParams, mutating=True)
+    d.register("runs.list", runs_list, RunListParams, mutating=False)
+    d.register("runs.show", runs_show, RunRefParams, mutating=False)
+    d.register("runs.events", runs_events, RunEventsParams, mutating=False, stream=True)
+    d.register("runs.cancel", runs_cancel, RunRefParams, mutating=True)
+    d.register("runs.resume", runs_resume, RunResumeParams, mutating=True)
+    return d
+
+
+_ = (json, StageStatus)  # re-exported types used by callers' annotations

@@ -1,0 +1,137 @@
+"""Daemon configuration: TOML file < environment < command-line flags, validated with pydantic.
+
+Where things live by default:
+- under systemd (``STATE_DIRECTORY`` etc. set by the unit): ``/var/lib/flowmason``, ``/run/flowmason``,
+  ``/etc/flowmason`` (config ``/etc/flowmason/flowmasond.toml``, pipelines ``/etc/flowmason/pipelines``);
+- for a plain user: ``$XDG_STATE_HOME/flowmason`` (``~/.local/state/flowmason``), the socket where
+  ``flowmason_client.paths.default_socket_path`` says, pipelines ``$XDG_CONFIG_HOME/flowmason/pipelines``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flowmason_client.paths import default_socket_path
+from flowmasond.errors import ConfigurationError
+
+SYSTEM_CONFIG = Path("/etc/flowmason/flowmasond.toml")
+
+
+class JournalConfig(BaseModel):
+    """The SQLite journal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    retention_days: float | None = Field(default=30, gt=0)  # None keeps finished runs forever
+    busy_timeout_ms: int = Field(default=5000, ge=0)
+
+
+class SchedulerConfig(BaseModel):
+    """Cron schedules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_catchup_runs: int = Field(default=10, ge=1)  # bound on misfire=run_all after downtime
+
+
+class DaemonConfig(BaseModel):
+    """Everything ``flowmasond`` reads from its TOML file, environment and flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: Path
+    socket: Path
+    pipeline_dirs: list[Path] = Field(default_factory=list)
+    component_modules: list[str] = Field(default_factory=list)
+    max_concurrent_runs: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=10, ge=1)  # stages in flight per run
+    recovery: Literal["auto", "manual"] = "auto"
+    max_recovery_attempts: int = Field(default=3, ge=1)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    cancel_grace_s: float = Field(default=5.0, ge=0)
+    allowed_uids: list[int] = Field(default_factory=list)  # may start/cancel/resume besides root and us
+    socket_mode: int = 0o660
+    max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    client_idle_timeout_s: float = Field(default=300.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    hot_reload: bool = True
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # validated by the LLM layer
+    default_provider: str | None = None
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite3"
+
+
+def default_paths(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """State dir, socket and pipeline folders for this environment (systemd, root, or plain user)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("HOME") or Path.home())
+    if env.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
+        state = Path(env["STATE_DIRECTORY"].split(":")[0])
+    elif os.geteuid() == 0 and SYSTEM_CONFIG.parent.is_dir():
+        state = Path("/var/lib/flowmason")
+    else:
+        state = Path(env.get("XDG_STATE_HOME") or home / ".local/state") / "flowmason"
+    if env.get("RUNTIME_DIRECTORY"):  # systemd's RuntimeDirectory=
+        socket = Path(env["RUNTIME_DIRECTORY"].split(":")[0]) / "flowmasond.sock"
+    else:
+        # The same rule the `flowmason` command uses, so both agree without configuration.
+        socket = default_socket_path(environ=env)
+    if env.get("CONFIGURATION_DIRECTORY"):
+        pipelines = [Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / "pipelines"]
+    elif os.geteuid() == 0 and SYSTEM_CONFIG.parent.is_dir():
+        pipelines = [SYSTEM_CONFIG.parent / "pipelines"]
+    else:
+        pipelines = [Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "flowmason" / "pipelines"]
+    return {"state_dir": state, "socket": socket, "pipeline_dirs": pipelines}
+
+
+def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
+                env: dict[str, str] | None = None) -> DaemonConfig:
+    """Build the configuration; every bad key or value is reported with its name and the file."""
+    env = dict(os.environ if env is None else env)
+    explicit = path or env.get("FLOWMASON_CONFIG")
+    file_path = Path(explicit) if explicit else (SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None)
+    data: dict[str, Any] = dict(default_paths(env))
+    if file_path is not None:
+        try:
+            with open(file_path, "rb") as fh:
+                data.update(tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigurationError("configuration file not found", file=str(file_path)) from None
+        except PermissionError:
+            raise ConfigurationError("configuration file is not readable", file=str(file_path)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"invalid TOML: {exc}", file=str(file_path)) from None
+    if env.get("FLOWMASON_STATE_DIR"):
+        data["state_dir"] = env["FLOWMASON_STATE_DIR"]
+    if env.get("FLOWMASON_SOCKET"):
+        data["socket"] = env["FLOWMASON_SOCKET"]
+    if env.get("FLOWMASON_PIPELINES"):
+        data["pipeline_dirs"] = [p for p in env["FLOWMASON_PIPELINES"].split(os.pathsep) if p]
+    if env.get("FLOWMASON_LOG_LEVEL"):
+        data["log_level"] = env["FLOWMASON_LOG_LEVEL"].lower()
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{key}: {err['msg']}")
+        where = str(file_path) if file_path else "defaults/environment/flags"
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems), file=where,
+                                 keys=[".".join(str(p) for p in e["loc"]) for e in exc.errors()]) from None
