@@ -9,4 +9,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "flowmasond.components.operators.http",
     "flowmasond.components.operators.data",
     "flowmasond.components.operators.misc",
+    "flowmasond.components.llm.nodes",
 )

@@ -61,6 +61,18 @@ class RunStatus(str, Enum):
         return self in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
 
 
+MIXED = "mixed"  # a sum over several providers or models
+
+
+def _merge_name(a: str | None, b: str | None) -> str | None:
+    # None is neutral so that summing from an empty UsageMetrics keeps the provider/model name.
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a == b else MIXED
+
+
 @dataclass(slots=True)
 class UsageMetrics:
     """Resources one stage (or, summed, one run) consumed."""
@@ -82,8 +94,8 @@ class UsageMetrics:
             output_tokens=self.output_tokens + other.output_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
             duration_ms=self.duration_ms + other.duration_ms,
-            provider=self.provider if self.provider == other.provider else None,
-            model=self.model if self.model == other.model else None,
+            provider=_merge_name(self.provider, other.provider),
+            model=_merge_name(self.model, other.model),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -63,13 +63,17 @@ RunStage = Callable[..., Awaitable[tuple[Any, list[UsageMetrics]]]]
 
 @pytest.fixture
 def run_stage(components: ComponentRegistry, providers: ProviderRegistry) -> RunStage:
-    """Run one stage's node directly: ``await run_stage({...stage...})`` -> (output, usage reports)."""
+    """Run one stage's node directly: ``await run_stage({...stage...})`` -> (output, usage reports).
+
+    ``usage`` collects the reports when the node raises.
+    """
 
     async def run(stage: dict[str, Any], *, registry: ProviderRegistry | None = None,
-                  services: dict[str, Any] | None = None) -> tuple[Any, list[UsageMetrics]]:
+                  services: dict[str, Any] | None = None,
+                  usage: list[UsageMetrics] | None = None) -> tuple[Any, list[UsageMetrics]]:
         config = StageConfig.model_validate(stage)
         meta = components.meta(config.component_type)
-        usage: list[UsageMetrics] = []
+        usage = [] if usage is None else usage
         if services is None:
             services = {"providers": registry or providers, "usage_sink": usage.append}
         context = ExecutionContext(

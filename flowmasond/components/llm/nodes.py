@@ -1,9 +1,9 @@
 """FlowMason's LLM nodes: generator, critic, improver, selector, synthesizer.
 
 Each makes one provider call per attempt. The provider comes from ``context.services["providers"]``
-(a ``ProviderRegistry``) by the stage's ``provider`` (None: the default). Settings resolve as
-stage ``llm_settings`` > the node's own config fields > the provider's defaults > the node's role
-default. Usage is handed to ``context.services["usage_sink"]`` as soon as the provider answers, so
+(a ``ProviderRegistry``) by the stage's ``provider`` (None: the executor's ``default_provider``
+service, else the registry's default). Settings resolve as stage ``llm_settings`` > the node's own
+config fields > the provider's defaults > the node's role default. Usage is handed to ``context.services["usage_sink"]`` as soon as the provider answers, so
 tokens billed for an answer that then fails to parse are still counted.
 """
 
@@ -23,7 +23,7 @@ from flowmasond.components.llm.prompts import (
     selector_prompt,
     synthesizer_prompt,
 )
-from flowmasond.components.llm.providers import LLMRequest, LLMResponse
+from flowmasond.components.llm.providers import LLMProvider, LLMRequest, LLMResponse, ProviderRegistry
 from flowmasond.components.llm.settings import stage_settings
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.models import RetryConfig
@@ -62,6 +62,24 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+def stage_provider(context: ExecutionContext) -> LLMProvider:
+    """The provider the stage names, else the executor's ``default_provider``, else the registry's default."""
+    registry = context.services.get("providers")
+    if registry is None:
+        raise ComponentError("no LLM providers are configured", error_type=ErrorType.CONFIGURATION,
+                             stage=context.stage_path)
+    if not isinstance(registry, ProviderRegistry):
+        # DAGExecutor(providers={name: provider}) as in the seed: a plain mapping.
+        providers = dict(registry)
+        registry = ProviderRegistry(providers, next(iter(providers)) if len(providers) == 1 else None)
+    name = context.stage.provider if context.stage is not None else None
+    try:
+        return registry.get(name or context.services.get("default_provider"))
+    except ConfigurationError as exc:
+        raise ComponentError(exc.message, error_type=ErrorType.CONFIGURATION,
+                             stage=context.stage_path, **exc.context) from None
+
+
 async def complete(context: ExecutionContext, prompt: Prompt, *, role_temperature: float | None,
                    temperature: float | None = None, max_tokens: int | None = None,
                    stop_sequences: list[str] | None = None) -> LLMResponse:
@@ -69,16 +87,7 @@ async def complete(context: ExecutionContext, prompt: Prompt, *, role_temperatur
 
     ``temperature``/``max_tokens``/``stop_sequences`` are the node's own config values.
     """
-    registry = context.services.get("providers")
-    if registry is None:
-        raise ComponentError("no LLM providers are configured", error_type=ErrorType.CONFIGURATION,
-                             stage=context.stage_path)
-    stage_provider = context.stage.provider if context.stage is not None else None
-    try:
-        provider = registry.get(stage_provider)
-    except ConfigurationError as exc:
-        raise ComponentError(exc.message, error_type=ErrorType.CONFIGURATION,
-                             stage=context.stage_path, **exc.context) from None
+    provider = stage_provider(context)
     settings = stage_settings(context)
     stop = _first(settings.stop_sequences, stop_sequences)
     request = LLMRequest(

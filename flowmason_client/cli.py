@@ -1,0 +1,338 @@
+"""The ``flowmason`` command: talk to a running flowmasond over its control socket.
+
+Exit status: 0 success (for ``run --follow``/``resume --follow``: the run succeeded), 1 the run or
+the request failed, 2 usage error, 3 the run was cancelled or interrupted, 69 the daemon is not
+reachable (one line naming the socket path tried).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flowmason_client.client import Client
+from flowmason_client.errors import ClientError, DaemonUnreachableError, RemoteError
+from flowmason_client.protocol import RunEvent, RunEventsResult
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+EXIT_UNREACHABLE = 69
+TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowmason", description="Control a running flowmasond.")
+    parser.add_argument("--socket", metavar="PATH", help="daemon socket (default: $FLOWMASON_SOCKET or the standard path)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_json(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        return p
+
+    run = with_json(sub.add_parser("run", help="start a run of a pipeline"))
+    run.add_argument("pipeline")
+    run.add_argument("--input", help="inputs as a JSON object")
+    run.add_argument("--input-file", metavar="F", help="a file holding the inputs as a JSON object")
+    run.add_argument("-i", dest="set", action="append", metavar="KEY=VALUE", help="one input (JSON or text); repeatable")
+    run.add_argument("--follow", "-f", action="store_true", help="show progress until the run ends")
+
+    runs = with_json(sub.add_parser("runs", help="list runs, newest first"))
+    runs.add_argument("--status", choices=["pending", "running", "succeeded", "failed", "cancelled", "interrupted"])
+    runs.add_argument("--pipeline")
+    runs.add_argument("--limit", type=int, default=50)
+
+    with_json(sub.add_parser("show", help="a run with every stage")).add_argument("run")
+    events = with_json(sub.add_parser("events", help="a run's journal events"))
+    events.add_argument("run")
+    events.add_argument("--follow", "-f", action="store_true")
+    with_json(sub.add_parser("cancel", help="cancel a running run")).add_argument("run")
+    resume = with_json(sub.add_parser("resume", help="continue a failed, cancelled or interrupted run"))
+    resume.add_argument("run")
+    resume.add_argument("--force", action="store_true", help="re-run a stage that is not safe to repeat")
+    which = resume.add_mutually_exclusive_group()
+    which.add_argument("--pinned", action="store_true", help="use the definition the run started with")
+    which.add_argument("--accept-changed", action="store_true", help="use the pipeline's current definition")
+    resume.add_argument("--follow", "-f", action="store_true")
+    with_json(sub.add_parser("pipelines", help="pipelines the daemon knows, with file errors"))
+    val = with_json(sub.add_parser("validate", help="validate pipeline files (no daemon needed)"))
+    val.add_argument("files", nargs="+")
+    with_json(sub.add_parser("status", help="the daemon's status"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        return _validate(args)
+    try:
+        with Client(args.socket) as client:
+            return COMMANDS[args.command](client, args)
+    except DaemonUnreachableError as exc:
+        print(f"flowmason: daemon not reachable at {exc.socket_path}: {exc.reason}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except RemoteError as exc:
+        print(f"flowmason: {exc.describe()}", file=sys.stderr)
+        return EXIT_FAILED
+    except ClientError as exc:
+        print(f"flowmason: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:
+        print(f"flowmason: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands ------------------------------------------------------------------------------------
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    if args.input_file:
+        data = json.loads(Path(args.input_file).read_text())
+        if not isinstance(data, dict):
+            raise ValueError("--input-file must hold a JSON object")
+        inputs.update(data)
+    if args.input:
+        try:
+            data = json.loads(args.input)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--input is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("--input must be a JSON object")
+        inputs.update(data)
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"-i expects key=value, got {item!r}")
+        try:
+            inputs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            inputs[key] = raw
+    return inputs
+
+
+def cmd_run(client: Client, args: argparse.Namespace) -> int:
+    info = client.runs_start(args.pipeline, _inputs(args))
+    if args.follow:
+        return _follow(client, info.run_id, as_json=args.json)
+    _print(info.model_dump(mode="json"), args.json, lambda d: f"{d['run_id']}  {d['status']}")
+    return 0
+
+
+def cmd_runs(client: Client, args: argparse.Namespace) -> int:
+    result = client.runs_list(status=args.status, pipeline_id=args.pipeline, limit=args.limit)
+    rows = [r.model_dump(mode="json") for r in result.runs]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'RUN':24} {'PIPELINE':20} {'STATUS':12} {'CREATED':20} {'TRIGGER'}")
+    for r in rows:
+        trigger = f"schedule {r.get('schedule_id')} @ {_ts(r.get('fire_time'))}" if r.get("schedule_id") else "manual"
+        print(f"{r['run_id']:24} {str(r.get('pipeline_id')):20} {str(r.get('status')):12} "
+              f"{_ts(r.get('created_at')):20} {trigger}")
+    return 0
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    info = client.runs_show(args.run).model_dump(mode="json")
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"run       {info['run_id']}")
+    print(f"pipeline  {info.get('pipeline_id')}")
+    print(f"status    {info.get('status')}")
+    if info.get("schedule_id"):
+        print(f"schedule  {info['schedule_id']} fired at {_ts(info.get('fire_time'))}")
+    print(f"created   {_ts(info.get('created_at'))}   finished {_ts(info.get('finished_at'))}")
+    usage = info.get("usage") or {}
+    if usage.get("input_tokens") or usage.get("output_tokens"):
+        print(f"usage     {usage.get('input_tokens', 0)} in + {usage.get('output_tokens', 0)} out tokens, "
+              f"${usage.get('cost_usd', 0):.6f}")
+    print("stages:")
+    for stage in info.get("stages") or []:
+        line = f"  {stage.get('status', '?'):12} {stage['path']}"
+        if stage.get("duration_ms") is not None:
+            line += f"  {stage['duration_ms']:.0f} ms"
+        if stage.get("attempts"):
+            line += f"  attempts={stage['attempts']}"
+        su = stage.get("usage") or {}
+        if su.get("input_tokens") or su.get("output_tokens"):
+            line += f"  tokens={su.get('input_tokens', 0)}+{su.get('output_tokens', 0)} ${su.get('cost_usd', 0):.6f}"
+        if stage.get("error"):
+            line += f"  error: {stage['error']}"
+        print(line)
+    if info.get("error"):
+        err = info["error"]
+        print(f"error     {err.get('message') if isinstance(err, dict) else err}")
+    if info.get("status") == "succeeded":
+        print("output:")
+        print(json.dumps(info.get("output"), indent=2))
+    return 0
+
+
+def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    if args.follow:
+        return _follow(client, args.run, as_json=args.json, show_all=True)
+    result = client.runs_events(args.run)
+    for event in result.events:
+        _print_event(event.model_dump(mode="json"), args.json)
+    return 0
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    info = client.runs_cancel(args.run)
+    _print(info.model_dump(mode="json"), args.json, lambda d: f"{d['run_id']}  cancelling")
+    return 0
+
+
+def cmd_resume(client: Client, args: argparse.Namespace) -> int:
+    info = client.call("runs.resume", {"run_id": args.run, "force": args.force, "pinned": args.pinned,
+                                       "accept_changed_definition": args.accept_changed})
+    if args.follow:
+        return _follow(client, args.run, as_json=args.json)
+    _print(info, args.json, lambda d: f"{d['run_id']}  {d['status']} (resumed)")
+    return 0
+
+
+def cmd_pipelines(client: Client, args: argparse.Namespace) -> int:
+    result = client.pipelines_list().model_dump(mode="json")
+    if args.json:
+        print(json.dumps(result["pipelines"], indent=2))
+        return 0
+    for p in result["pipelines"]:
+        state = "ok" if p.get("valid", True) else "INVALID"
+        schedules = ", ".join(s["id"] for s in p.get("schedules") or [])
+        print(f"{p['pipeline_id']:24} {state:8} {p.get('stage_count') or '-':>4} stages  {p.get('path')}"
+              + (f"  schedules: {schedules}" if schedules else ""))
+        for issue in ((p.get("error") or {}).get("issues") or []):
+            where = ", ".join(x for x in (f"stage '{issue['stage']}'" if issue.get("stage") else "",
+                                          f"field '{issue['field']}'" if issue.get("field") else "") if x)
+            print(f"    {issue.get('file') or p.get('path')}: {where + ': ' if where else ''}{issue['message']}")
+    return 0
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    status = client.status().model_dump(mode="json")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"flowmasond {status.get('version')} pid {status.get('pid')}, up {status.get('uptime_s', 0):.0f} s"
+          + (" (stopping)" if status.get("stopping") else ""))
+    print(f"runs: {status.get('active_runs')} active, {status.get('queued_runs')} queued "
+          f"(limit {status.get('max_concurrent_runs')}); by status: {status.get('runs')}")
+    print(f"pipelines: {status.get('pipelines')} ({status.get('invalid_pipelines')} with errors), "
+          f"schedules: {status.get('schedules')}")
+    print(f"state: {status.get('state_dir')}  socket: {status.get('socket_path')}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    # Validation needs the component registry, which lives in the daemon package installed beside
+    # this client; it runs locally so that files can be checked before any daemon sees them.
+    try:
+        from flowmasond.pipelines.validate_cli import main as validate_main
+    except ImportError:
+        print("flowmason validate: the flowmasond package is not installed here", file=sys.stderr)
+        return EXIT_FAILED
+    return validate_main([*args.files, *(["--json"] if args.json else [])])
+
+
+COMMANDS = {
+    "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "events": cmd_events, "cancel": cmd_cancel,
+    "resume": cmd_resume, "pipelines": cmd_pipelines, "status": cmd_status,
+}
+
+
+# -- follow ----------------------------------------------------------------------------------------
+def _follow(client: Client, run_id: str, *, as_json: bool, show_all: bool = False) -> int:
+    """Print stage progress (done/total, durations) until the run ends; exit status from the run."""
+    total = None
+    try:
+        total = client.call("runs.show", {"run_id": run_id}).get("total_stages")
+    except RemoteError:
+        pass
+    done = 0
+    final: RunEventsResult | None = None
+    for item in client.runs_follow(run_id):
+        if isinstance(item, RunEvent):
+            event = item.model_dump(mode="json")
+            if event["kind"] in ("stage.completed", "stage.failed", "stage.skipped") and "/" not in (event.get("stage_id") or ""):
+                done += 1
+            if as_json:
+                print(json.dumps(event), flush=True)
+            else:
+                line = _event_line(event, done, total, show_all)
+                if line:
+                    print(line, flush=True)
+        else:
+            final = item
+    run = final.run.model_dump(mode="json") if final and final.run else client.runs_show(run_id).model_dump(mode="json")
+    status = run.get("status")
+    if as_json:
+        print(json.dumps({"run_id": run_id, "status": status, "output": run.get("output"), "error": run.get("error")}))
+    else:
+        print(f"run {run_id} {status}")
+        if status == "succeeded":
+            print(json.dumps(run.get("output"), indent=2))
+        elif run.get("error"):
+            err = run["error"]
+            print(f"error: {err.get('message') if isinstance(err, dict) else err}")
+    if status == "succeeded":
+        return 0
+    if status in ("cancelled", "interrupted"):
+        return EXIT_STOPPED
+    return EXIT_FAILED
+
+
+def _event_line(event: dict[str, Any], done: int, total: int | None, show_all: bool) -> str | None:
+    kind = event["kind"]
+    path = event.get("stage_id") or event.get("path") or ""
+    data = event.get("data") or {}
+    count = f"[{done}/{total}]" if total else f"[{done}]"
+    if kind == "stage.completed":
+        return f"{count} ok      {path}  {_ms(data)}"
+    if kind == "stage.failed":
+        return f"{count} FAILED  {path}  {_ms(data)}  {data.get('error_type') or ''} {data.get('error') or ''}".rstrip()
+    if kind == "stage.skipped":
+        return f"{count} skipped {path}"
+    if kind == "stage.retry":
+        return f"        retry   {path} attempt {data.get('attempt')}"
+    if kind == "run.status":
+        return f"        run {data.get('status')}"
+    if show_all:
+        return f"        {kind} {path}"
+    return None
+
+
+def _print_event(event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event))
+    else:
+        print(f"{event['id']:>6} {_ts(event.get('at'))} {event['kind']:16} {event.get('stage_id') or ''} "
+              f"{json.dumps(event.get('data')) if event.get('data') else ''}".rstrip())
+
+
+def _ms(data: dict[str, Any]) -> str:
+    ms = data.get("duration_ms")
+    return f"{ms:.0f} ms" if isinstance(ms, (int, float)) else ""
+
+
+def _ts(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return str(value or "-")
+
+
+def _print(data: dict[str, Any], as_json: bool, text: Any) -> None:
+    print(json.dumps(data, indent=2) if as_json else text(data))
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
