@@ -123,6 +123,7 @@ async def test_nonzero_exit_is_a_component_error_with_code_and_stderr_tail(run_o
         await run_operator("shell", {"command": "echo progress; echo 'disk on fire' >&2; exit 3"})
     assert info.value.error_type is ErrorType.COMPONENT
     assert info.value.context["exit_code"] == 3
+    assert info.value.context["command"].startswith("echo progress")
     assert "exited with code 3" in info.value.message
     assert "disk on fire" in info.value.message
 
@@ -267,10 +268,10 @@ async def test_a_group_ignoring_sigterm_is_killed_after_the_grace(run_operator: 
 
 
 async def test_grandchildren_outliving_the_leader_are_killed(run_operator: RunOperator, tmp_path: Path) -> None:
-    """When the leader dies on SIGTERM but a grandchild ignores it, the grandchild is still SIGKILLed."""
+    """A grandchild that ignores SIGTERM and left our pipes is SIGKILLed even though the leader died at once."""
     pidfile = tmp_path / "pids"
     task = asyncio.create_task(run_operator(
-        "shell", {"command": f"(trap '' TERM; exec sleep 60) & echo $! >> {pidfile}; echo $$ >> {pidfile}; wait",
+        "shell", {"command": f"(trap '' TERM; exec sleep 60 >/dev/null 2>&1) & echo $! >> {pidfile}; echo $$ >> {pidfile}; wait",
                   "kill_grace_s": 0.2}))
     pids = await read_pids(pidfile, 2)
     task.cancel()

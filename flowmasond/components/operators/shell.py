@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
 from typing import Any
 
@@ -48,7 +49,9 @@ class Shell:
 
     class Input(ComponentInput):
         command: str | list[str] = Field(min_length=1)
-        env: dict[str, str] = Field(default_factory=dict)
+        # Any JSON value, so that `{"N": "{{upstream.count.n}}"}` works: scalars as text, lists and
+        # objects as compact JSON, None as an empty string (like an unset variable in a shell).
+        env: dict[str, Any] = Field(default_factory=dict)
         inherit_env: bool = True
         cwd: str | None = None
         stdin: str | None = None
@@ -84,16 +87,26 @@ class Shell:
         stdout = out.decode("utf-8", errors="replace")
         stderr = err.decode("utf-8", errors="replace")
         if input.check and exit_code != 0:
-            raise _exit_error(exit_code, stdout, stderr, argv, context)
+            raise _exit_error(exit_code, stdout, stderr, input, context)
         parsed = _parse_json(stdout, out_truncated, context) if input.parse_json else None
         return self.Output(stdout=stdout, stderr=stderr, exit_code=exit_code, json=parsed,
                            truncated=out_truncated or err_truncated)
 
 
+def _env_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
 def child_env(input: Shell.Input, context: ExecutionContext) -> dict[str, str]:
     """The child's environment: os.environ (unless not inherited), the stage's env, our run identity."""
     env = dict(os.environ) if input.inherit_env else {}
-    env.update(input.env)
+    env.update({key: _env_text(value) for key, value in input.env.items()})
     # Set last so a pipeline cannot accidentally mask the key its commands deduplicate on.
     env.update({
         "FLOWMASON_IDEMPOTENCY_KEY": context.idempotency_key,
@@ -199,7 +212,7 @@ async def _wait_group_exit(proc: asyncio.subprocess.Process, pgid: int, grace_s:
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pgid, sig)
+        os.killpg(pgid, sig)
 
 
 def group_alive(pgid: int) -> bool:
@@ -231,7 +244,7 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def _exit_error(exit_code: int, stdout: str, stderr: str, argv: list[str],
+def _exit_error(exit_code: int, stdout: str, stderr: str, input: Shell.Input,
                 context: ExecutionContext) -> ComponentError:
     if exit_code < 0:
         try:
@@ -244,7 +257,12 @@ def _exit_error(exit_code: int, stdout: str, stderr: str, argv: list[str],
     tail = (stderr.strip() or stdout.strip())[-ERROR_TAIL_CHARS:]
     message = f"{what}: {tail}" if tail else what
     return ComponentError(message, error_type=ErrorType.COMPONENT, stage=context.stage_path,
-                          exit_code=exit_code, command=argv[0] if argv[0] != "/bin/sh" else argv[-1])
+                          exit_code=exit_code, command=_describe(input.command))
+
+
+def _describe(command: str | list[str]) -> str:
+    text = command if isinstance(command, str) else shlex.join(command)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _parse_json(stdout: str, truncated: bool, context: ExecutionContext) -> Any:
