@@ -127,6 +127,12 @@ class StageError(FlowmasonError):
         super().__init__(message, **context)
 
 
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["error_type"] = self.error_type.value
+        return data
+
+
 class ComponentError(StageError):
     """A component reported a failure; raise it with the ErrorType that classifies it."""
 

@@ -241,6 +241,11 @@ class DAGExecutor:
                     outcome.status = RunStatus.SUCCEEDED
                 except FlowmasonError as exc:
                     outcome.status, outcome.error = RunStatus.FAILED, exc.to_dict()
+        if run.returned:
+            for member in run.plan.top.members:
+                if member not in run.committed:
+                    run.committed[member] = ComponentResult.skipped(
+                        member, run.plan.stages[member].component_type, "the run returned early")
         outcome.results = run.committed
         outcome.returned = run.returned
         usage = UsageMetrics()
@@ -299,8 +304,8 @@ class DAGExecutor:
                         self._restore(run, member, path, restored, frame)
                         complete(member, restored)
                         continue
-                    deps = group.deps[member]
-                    if deps and all(results[d].status is StageStatus.SKIPPED for d in deps):
+                    declared = group.declared[member]
+                    if declared and all(_skipped(run.committed.get(frame.prefix + rel)) for rel in declared):
                         complete(member, await self._skip(run, member, path, frame, "all dependencies were skipped"))
                         continue
                     tasks[asyncio.create_task(self.run_stage(run, member, frame))] = member
@@ -316,8 +321,8 @@ class DAGExecutor:
                     if task is cancel_wait:
                         continue
                     member = tasks.pop(task)  # type: ignore[arg-type]
-                    if token.cancelled and isinstance(task.exception(), RunCancelledError):
-                        continue  # a nested group stopped for the same cancellation
+                    if task.cancelled() or (token.cancelled and isinstance(task.exception(), RunCancelledError)):
+                        continue  # stopped by the same cancellation; handled on the next turn
                     complete(member, task.result())
         finally:
             if cancel_wait is not None:
@@ -443,6 +448,11 @@ class DAGExecutor:
                                   depth=parent.depth + 1)
 
 
+def _skipped(result: ComponentResult | None) -> bool:
+    # No result at all means the stage never ran: a branch not taken, a catch after a clean try.
+    return result is None or result.status is StageStatus.SKIPPED
+
+
 def _config_failure(stage: Any, error_type: ErrorType, message: str) -> ComponentResult:
     now = time.time()
     return ComponentResult(stage_id=stage.id, component_type=stage.component_type, status=StageStatus.FAILED,
@@ -452,8 +462,7 @@ def _config_failure(stage: Any, error_type: ErrorType, message: str) -> Componen
 def _stage_failure(result: ComponentResult, path: str | None) -> StageError:
     cls = RetryExhaustedError if result.attempts > 1 else StageError
     return cls(f"stage '{result.stage_id}' failed: {result.error}", error_type=result.error_type,
-               stage=result.stage_id, path=path,
-               error_type_name=result.error_type.value if result.error_type else None)
+               stage=result.stage_id, path=path)
 
 
 def _check_schema(schema: dict[str, Any] | None, value: Any, what: str, pipeline_id: str) -> None:

@@ -28,6 +28,10 @@ class Group:
     deps: Mapping[str, frozenset[str]]
     dependents: Mapping[str, tuple[str, ...]]
     sinks: tuple[str, ...]  # members no other member depends on
+    # Each member's declared dependencies that lie inside the group, as paths relative to the
+    # group's prefix ('fetch', or 'cond/branch_a' for a stage nested under member 'cond'): the
+    # "all dependencies skipped" rule reads their results.
+    declared: Mapping[str, tuple[str, ...]]
     order: Mapping[str, int]  # file position, for the stable sequential (Kahn) order
 
 
@@ -80,6 +84,20 @@ class ExecutionPlan:
             seen += 1
         return None
 
+    def _relative_path(self, stage_id: str, members: set[str]) -> str | None:
+        """Path of ``stage_id`` below the group member holding it; None if outside or in a loop body."""
+        chain = [stage_id]
+        current = stage_id
+        while current not in members:
+            owner = self.owner.get(current)
+            if owner is None or len(chain) > len(self.stages):
+                return None
+            if self.stages[owner].component_type == "foreach":
+                return None  # runs once per item: no single result to read
+            chain.append(owner)
+            current = owner
+        return "/".join(reversed(chain))
+
     def flat_descendants(self, stage_id: str, prefix: str) -> list[tuple[str, str]]:
         """(path, stage id) of stages nested under ``stage_id`` that run once (not inside a foreach)."""
         if self.stages[stage_id].component_type == "foreach":
@@ -111,11 +129,20 @@ class ExecutionPlan:
             for d in mapped:
                 dependents[d].append(m)
         self._check_acyclic(key, deps)
+        declared: dict[str, tuple[str, ...]] = {}
+        for m in key:
+            rels = []
+            for dep in self.stages[m].depends_on:
+                rel = self._relative_path(dep, members)
+                if rel is not None:
+                    rels.append(rel)
+            declared[m] = tuple(rels)
         group = Group(
             members=key, deps=deps,
             dependents={m: tuple(v) for m, v in dependents.items()},
             sinks=tuple(m for m in key if not dependents[m]),
             order={m: self.position[m] for m in key},
+            declared=declared,
         )
         self._groups[key] = group
         return group
