@@ -135,6 +135,13 @@ class RunManager:
         except TimeoutError:
             pass
 
+    async def find(self, run_id: str) -> Any:
+        """The journal row of ``run_id``, or None."""
+        try:
+            return await self.journal.get_run(run_id)
+        except RunNotFoundError:
+            return None
+
     # -- start / cancel / resume -------------------------------------------------------------------
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -213,7 +220,7 @@ class RunManager:
         """Ask a run to stop: no new stage starts; in-flight stages get the cancel grace period."""
         active = self._active.get(run_id)
         if active is None:
-            row = await self.journal.get_run(run_id)
+            row = await self.find(run_id)
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
             raise InvalidStateError(f"run is {row.status.value}, not running", run_id=run_id,
@@ -231,7 +238,7 @@ class RunManager:
         as a ``DefinitionChangedError``.
         """
         self._check_accepting()
-        row = await self.journal.get_run(run_id)
+        row = await self.find(run_id)
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
         if row.parent_run_id:
@@ -255,10 +262,9 @@ class RunManager:
                     "definition (--pinned) or the current one (--accept-changed)",
                     run_id=run_id, pipeline_id=pinned.id, diff=definition_diff(pinned, current))
             if definition == "current":
-                await self.journal.repin_run(run_id, current)
                 pipeline = current
         snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
-        await self.journal.mark_resumed(run_id)
+        await self.journal.record_resume(run_id, pipeline=pipeline if pipeline is not pinned else None)
         log.info("run_resumed", run_id=run_id, committed=len(snapshot.results), force=force,
                  definition=definition or "pinned")
         self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, force=force, schedule_id=row.schedule_id)
@@ -268,7 +274,7 @@ class RunManager:
     # -- subpipelines --------------------------------------------------------------------------------
     async def _run_child(self, parent: RunState, path: str, child_run_id: str, pipeline_id: str,
                          inputs: dict[str, Any]) -> RunOutcome:
-        row = await self.journal.get_run(child_run_id)
+        row = await self.find(child_run_id)
         snapshot = None
         if row is None:
             pipeline = self.catalog.get(pipeline_id)
@@ -281,7 +287,7 @@ class RunManager:
             pipeline = await self.journal.pinned_definition(child_run_id)
             inputs = row.inputs
             snapshot = (await self.journal.load_snapshot(child_run_id)).for_resume()
-            await self.journal.mark_resumed(child_run_id)
+            await self.journal.record_resume(child_run_id)
         await self.journal.set_run_status(child_run_id, RunStatus.RUNNING)
         outcome = await self.executor.execute(pipeline, inputs, run_id=child_run_id,
                                               store=self.journal.run_store(child_run_id), snapshot=snapshot,
@@ -301,8 +307,7 @@ class RunManager:
         daemon every time) it is failed with a reason instead of resumed again.
         """
         report: dict[str, list[str]] = {"resumed": [], "failed": [], "interrupted": []}
-        for row in await self.journal.list_runs(statuses=[RunStatus.RUNNING, RunStatus.PENDING],
-                                                 include_children=True, limit=None):
+        for row in await self._all_runs([RunStatus.RUNNING, RunStatus.PENDING]):
             if row.parent_run_id:
                 # Children resume through their parent's subpipeline stage.
                 await self.journal.set_run_status(row.run_id, RunStatus.INTERRUPTED, error={
@@ -323,8 +328,9 @@ class RunManager:
                 "code": "daemon_stopped", "message": "the daemon stopped while this run was executing"})
             report["interrupted"].append(row.run_id)
         if self.config.recovery == "auto":
-            for row in await self.journal.list_runs(statuses=[RunStatus.INTERRUPTED], include_children=False,
-                                                     limit=None):
+            for row in await self._all_runs([RunStatus.INTERRUPTED]):
+                if row.parent_run_id:
+                    continue
                 code = (row.error or {}).get("code") if isinstance(row.error, dict) else None
                 if code in NEEDS_OPERATOR:
                     continue
@@ -336,6 +342,14 @@ class RunManager:
         if any(report.values()):
             log.info("recovery", **{k: len(v) for k, v in report.items()})
         return report
+
+    async def _all_runs(self, statuses: list[RunStatus]) -> list[Any]:
+        rows: list[Any] = []
+        while True:
+            page = await self.journal.list_runs(status=statuses, limit=500, offset=len(rows))
+            rows.extend(page)
+            if len(page) < 500:
+                return rows
 
     async def shutdown(self, grace_s: float) -> dict[str, int]:
         """Stop intake; in-flight stages get ``grace_s`` to finish; the rest is interrupted."""
@@ -365,22 +379,25 @@ class RunManager:
     # -- events ------------------------------------------------------------------------------------
     async def follow(self, run_id: str, after_id: int = 0, *, follow: bool = True) -> AsyncIterator[dict[str, Any]]:
         """Yield the run's journal events, then (with ``follow``) new ones until the run finishes."""
-        row = await self.journal.get_run(run_id)
-        if row is None:
-            raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+        await self.journal.get_run(run_id)  # RunNotFoundError for an unknown run
         cursor = after_id
         while True:
-            events = await self.journal.events(run_id, after_id=cursor)
-            for event in events:
-                cursor = max(cursor, event["id"])
-                yield event
+            for event in await self.journal.events(run_id, after_id=cursor):
+                cursor = max(cursor, event.id)
+                yield _event_dict(event)
             if not follow:
                 return
             row = await self.journal.get_run(run_id)
-            if row is not None and row.status.finished and run_id not in self._active:
+            if row.status.finished and run_id not in self._active:
                 # One last read: events committed together with the final status.
                 for event in await self.journal.events(run_id, after_id=cursor):
-                    cursor = max(cursor, event["id"])
-                    yield event
+                    cursor = max(cursor, event.id)
+                    yield _event_dict(event)
                 return
             await self.wait_changed(timeout=0.5)
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    """A journal event in the protocol's RunEvent shape."""
+    return {"id": event.id, "run_id": event.run_id, "kind": event.kind, "stage_id": event.path,
+            "path": event.path, "at": event.ts, "data": event.data}

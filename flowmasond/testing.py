@@ -238,7 +238,8 @@ class LedgerRecord:
 
     async def execute(self, input: _RecordInput, context: ExecutionContext) -> Any:
         _append_line(input.ledger, {"path": context.stage_path, "attempt": context.attempt,
-                                    "run_id": context.run_id, "value": input.value})
+                                    "run_id": context.run_id, "value": input.value,
+                                    "pid": os.getpid(), "key": context.idempotency_key})
         return input.value
 
 
@@ -251,7 +252,8 @@ class UnsafeLedgerRecord:
 
     async def execute(self, input: _RecordInput, context: ExecutionContext) -> Any:
         _append_line(input.ledger, {"path": context.stage_path, "attempt": context.attempt,
-                                    "run_id": context.run_id, "value": input.value})
+                                    "run_id": context.run_id, "value": input.value,
+                                    "pid": os.getpid(), "key": context.idempotency_key})
         return input.value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,6 +29,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 parses to infinity, which no JSON reply can carry and no handler expects.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def decode_line(line: bytes) -> Any:
     """Strict UTF-8, strict JSON (no NaN/Infinity) -> a Python value; -32700 or -32600 otherwise."""
     try:
@@ -36,7 +45,7 @@ def decode_line(line: bytes) -> Any:
         raise RpcError(ErrorCode.PARSE_ERROR, "Parse error: the line is not valid UTF-8",
                        {"position": exc.start}) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise RpcError(ErrorCode.INVALID_REQUEST, "Invalid Request: JSON nested too deeply",
                        {"max_depth": MAX_JSON_DEPTH}) from None

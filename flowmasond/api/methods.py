@@ -24,7 +24,7 @@ from flowmasond import __version__
 from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.peercred import PeerInfo
 from flowmasond.engine.types import RunStatus, StageStatus
-from flowmasond.errors import PipelineValidationError, RunNotFoundError
+from flowmasond.errors import PipelineValidationError
 from flowmasond.pipelines.loader import load_pipeline_dict, load_pipeline_file
 
 if TYPE_CHECKING:
@@ -156,15 +156,12 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         return run_info(row)
 
     async def runs_list(params: RunListParams, peer: PeerInfo) -> dict[str, Any]:
-        rows = await journal.list_runs(statuses=[RunStatus(params.status)] if params.status else None,
+        rows = await journal.list_runs(status=RunStatus(params.status) if params.status else None,
                                        pipeline_id=params.pipeline_id, limit=params.limit)
         return {"runs": [run_info(r) for r in rows]}
 
     async def _row(run_id: str) -> Any:
-        row = await journal.get_run(run_id)
-        if row is None:
-            raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
-        return row
+        return await journal.get_run(run_id)  # RunNotFoundError names the run
 
     async def runs_show(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
         row = await _row(params.run_id)
@@ -179,7 +176,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         last = params.after_id or 0
         collected: list[dict[str, Any]] = []
         async for event in manager.follow(params.run_id, after_id=last, follow=params.follow):
-            last = max(last, event["id"])
+            last = max(last, int(event["id"]))
             if params.follow:
                 yield event
             else:

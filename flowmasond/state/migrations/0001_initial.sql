@@ -39,7 +39,9 @@ CREATE TABLE runs (
     input_tokens      INTEGER NOT NULL DEFAULT 0,
     output_tokens     INTEGER NOT NULL DEFAULT 0,
     cost_usd          REAL NOT NULL DEFAULT 0,
-    duration_ms       REAL NOT NULL DEFAULT 0
+    duration_ms       REAL NOT NULL DEFAULT 0,
+    provider          TEXT,
+    model             TEXT
 );
 
 -- list_runs walks this newest first and stops at its limit.
@@ -49,14 +51,35 @@ CREATE INDEX runs_by_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT N
 CREATE INDEX runs_by_hash ON runs (pipeline_hash);
 CREATE INDEX runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 
+-- An append-only log per run. A result is stored field by field (the snapshot loads without
+-- parsing a JSON document per record, and results can be queried); a decision is a JSON object.
 CREATE TABLE run_records (
-    run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    seq          INTEGER NOT NULL CHECK (seq >= 1),
-    kind         TEXT NOT NULL CHECK (kind IN ('result', 'decision')),
-    path         TEXT NOT NULL,
-    data         TEXT NOT NULL,
-    committed_at REAL NOT NULL,
-    PRIMARY KEY (run_id, seq)
+    run_id         TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq            INTEGER NOT NULL CHECK (seq >= 1),
+    kind           TEXT NOT NULL CHECK (kind IN ('result', 'decision')),
+    path           TEXT NOT NULL,
+    committed_at   REAL NOT NULL,
+    decision       TEXT,
+    stage_id       TEXT,
+    component_type TEXT,
+    status         TEXT,
+    output         TEXT,
+    error          TEXT,
+    error_type     TEXT,
+    attempts       INTEGER,
+    started_at     REAL,
+    finished_at    REAL,
+    handled        INTEGER,
+    input_tokens   INTEGER,
+    output_tokens  INTEGER,
+    cost_usd       REAL,
+    duration_ms    REAL,
+    provider       TEXT,
+    model          TEXT,
+    PRIMARY KEY (run_id, seq),
+    CHECK ((kind = 'decision' AND decision IS NOT NULL AND status IS NULL)
+        OR (kind = 'result' AND decision IS NULL
+            AND status IN ('success', 'failed', 'skipped') AND handled IN (0, 1)))
 );
 
 CREATE TABLE run_attempts (

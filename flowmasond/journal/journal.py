@@ -1,0 +1,525 @@
+"""``Journal``: the daemon's durable record of runs, on one SQLite file.
+
+Writes go through the single group-committing ``JournalWriter``; queries use a separate reader
+connection, which WAL lets read committed data while the writer is busy. The on-disk contract
+(tables, columns, record and event kinds) is ``flowmasond/state/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any, AsyncIterator, Callable, Iterable, TypeVar
+
+import aiosqlite
+import structlog
+
+from flowmasond.engine.checkpoint import RunSnapshot
+from flowmasond.engine.models import PipelineConfig
+from flowmasond.engine.types import RunStatus, UsageMetrics
+from flowmasond.errors import FlowmasonError, JournalError, RunNotFoundError
+from flowmasond.journal.connections import (check_sqlite_version, check_synchronous,
+                                            configure_reader, configure_writer, connect,
+                                            create_private_file, in_thread, storage_error)
+from flowmasond.journal.events import EventKind
+from flowmasond.journal.migrations import load_migrations, migrate, refuse_if_too_new
+from flowmasond.journal.records import read_snapshot
+from flowmasond.journal.rows import EventRow, PruneResult, RunRow, dumps, dumps_or_none
+from flowmasond.journal.run_store import JournalRunStore, raise_missing_run
+from flowmasond.journal.sqlfiles import queries
+from flowmasond.journal.writer import DEFAULT_FLUSH_DELAY_S, JournalWriter, WriterStats
+
+T = TypeVar("T")
+log = structlog.get_logger("flowmasond.journal")
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+# SQLite clamps max_page_count to its compile-time maximum; this asks for "no limit".
+_NO_PAGE_LIMIT = 4294967294
+_EVENTS_PAGE = 1000
+
+
+class Journal:
+    """The SQLite journal: runs, their pinned definitions, records, attempts and events."""
+
+    def __init__(self, *, path: Path, writer_conn: aiosqlite.Connection,
+                 reader_conn: aiosqlite.Connection, writer: JournalWriter,
+                 clock: Callable[[], float]) -> None:
+        self._path = path
+        self._writer_conn = writer_conn
+        self._reader_conn = reader_conn
+        self._writer = writer
+        self._clock = clock
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path, *, synchronous: str = "FULL",
+                   busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+                   flush_delay_s: float = DEFAULT_FLUSH_DELAY_S,
+                   max_size_bytes: int | None = None,
+                   clock: Callable[[], float] = time.time) -> Journal:
+        """Open (creating or migrating) the journal at ``path``.
+
+        ``synchronous``: FULL (default) makes every commit wait for fsync; NORMAL survives process
+        crashes but may lose the last commits on power loss. ``clock`` lets tests drive time.
+        Raises ``SchemaTooNewError`` for a journal written by a newer flowmasond (left untouched).
+        """
+        path = Path(path)
+        mode = check_synchronous(synchronous)
+        check_sqlite_version()
+        migrations = load_migrations()
+        refuse_if_too_new(path, migrations)
+        create_private_file(path)
+        writer_conn = await connect(path)
+        reader_conn: aiosqlite.Connection | None = None
+        try:
+            await in_thread(writer_conn, configure_writer, mode, busy_timeout_ms)
+            applied = await in_thread(writer_conn, partial(migrate, migrations=migrations,
+                                                           path=str(path), now=clock()))
+            if max_size_bytes is not None:
+                await in_thread(writer_conn, _set_page_limit, max_size_bytes)
+            reader_conn = await connect(path)
+            await in_thread(reader_conn, configure_reader, busy_timeout_ms)
+        except BaseException as exc:
+            if reader_conn is not None:
+                await reader_conn.close()
+            await writer_conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise storage_error(exc, path=path, operation="open") from exc
+            raise
+        if applied:
+            log.info("journal migrated", path=str(path), applied=applied)
+        writer = JournalWriter(writer_conn, path=path, flush_delay_s=flush_delay_s)
+        writer.start()
+        return cls(path=path, writer_conn=writer_conn, reader_conn=reader_conn, writer=writer,
+                   clock=clock)
+
+    async def close(self) -> None:
+        """Commit queued writes, checkpoint the WAL into the database file, close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._writer.close()
+            try:
+                await self._writer.call(_checkpoint)
+            except sqlite3.Error as exc:
+                # Not fatal: the WAL is replayed by the next open.
+                log.warning("journal checkpoint on close failed", path=str(self._path),
+                            error=str(exc))
+        finally:
+            self._writer.commit_signal().set()  # wakes followers so they see the close
+            await self._reader_conn.close()
+            await self._writer_conn.close()
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def writer(self) -> JournalWriter:
+        """The writer (its ``stats()`` count transactions and requests)."""
+        return self._writer
+
+    def stats(self) -> WriterStats:
+        """Writer counters: transactions committed, requests, largest group."""
+        return self._writer.stats()
+
+    # -- pipelines and runs ----------------------------------------------------------------------
+
+    async def pin_pipeline(self, pipeline: PipelineConfig) -> str:
+        """Store ``pipeline``'s canonical JSON once; returns its content hash."""
+        pin = _pin_params(pipeline, self._clock())
+        await self._writer.write(partial(_pin, pin=pin), label=f"pin of {pipeline.id}")
+        return str(pin["hash"])
+
+    async def create_run(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any], *,
+                         status: RunStatus = RunStatus.PENDING,
+                         parent_run_id: str | None = None, parent_path: str | None = None,
+                         schedule_id: str | None = None,
+                         fire_time: float | None = None) -> RunRow:
+        """Record a new run pinned to ``pipeline`` (pinning it if needed)."""
+        now = self._clock()
+        pin = _pin_params(pipeline, now)
+        try:
+            inputs_json = dumps(inputs)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"run inputs are not JSON-serialisable: {exc}",
+                               run_id=run_id) from exc
+        params = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_hash": pin["hash"],
+                  "inputs": inputs_json, "status": status.value, "now": now,
+                  "parent_run_id": parent_run_id, "parent_path": parent_path,
+                  "schedule_id": schedule_id, "fire_time": fire_time}
+        event = {"pipeline_id": pipeline.id, "pipeline_hash": pin["hash"], "status": status.value,
+                 "parent_run_id": parent_run_id, "parent_path": parent_path,
+                 "schedule_id": schedule_id, "fire_time": fire_time}
+        await self._writer.write(partial(_create_run, pin=pin, params=params, event=dumps(event)),
+                                 label=f"creation of run {run_id}")
+        return RunRow(run_id=run_id, pipeline_id=pipeline.id, pipeline_hash=str(pin["hash"]),
+                      inputs=json.loads(inputs_json), status=status, created_at=now,
+                      parent_run_id=parent_run_id, parent_path=parent_path,
+                      schedule_id=schedule_id, fire_time=fire_time,
+                      usage=UsageMetrics())
+
+    async def set_run_status(self, run_id: str, status: RunStatus, *, output: Any = None,
+                             error: FlowmasonError | dict[str, Any] | None = None) -> None:
+        """Move a run to ``status``; ``output`` and ``error`` replace the stored ones (None clears).
+
+        ``started_at`` is set the first time a run is running; ``finished_at`` is set when the
+        status is a finished one and cleared otherwise (a resumed run is not finished).
+        """
+        error_dict = error.to_dict() if isinstance(error, FlowmasonError) else error
+        try:
+            output_json = dumps_or_none(output)
+            error_json = dumps_or_none(error_dict)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"run output is not JSON-serialisable: {exc}",
+                               run_id=run_id) from exc
+        params = {"run_id": run_id, "status": status.value, "output": output_json,
+                  "error": error_json, "finished": status.finished, "now": self._clock()}
+        await self._writer.write(partial(_set_status, params=params, error=error_dict),
+                                 label=f"status {status.value} of run {run_id}")
+
+    async def record_resume(self, run_id: str, *, pipeline: PipelineConfig | None = None) -> int:
+        """Count a resume of ``run_id``; with ``pipeline``, re-pin the run to that definition.
+
+        Returns the run's new ``resumed_count``. Re-pinning is the explicit, opt-in way to resume
+        against a changed definition.
+        """
+        now = self._clock()
+        pin = _pin_params(pipeline, now) if pipeline is not None else None
+        return await self._writer.write(partial(_record_resume, run_id=run_id, pin=pin, now=now),
+                                        label=f"resume of run {run_id}")
+
+    async def increment_recovery_attempts(self, run_id: str) -> int:
+        """Count one more crash recovery of ``run_id``; returns the new count."""
+        return await self._writer.write(
+            partial(_increment_recovery, run_id=run_id, now=self._clock()),
+            label=f"recovery of run {run_id}")
+
+    async def emit(self, run_id: str, kind: str, *, path: str | None = None,
+                   data: dict[str, Any] | None = None, durable: bool = False) -> None:
+        """Append an event; by default it rides along with the next commit."""
+        try:
+            data_json = dumps_or_none(data)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"event data is not JSON-serialisable: {exc}", run_id=run_id,
+                               kind=kind) from exc
+        params = {"run_id": run_id, "now": self._clock(), "kind": kind, "path": path,
+                  "data": data_json}
+        work = partial(_insert_event, params=params)
+        if durable:
+            await self._writer.write(work, label=f"event {kind} of run {run_id}")
+        else:
+            self._writer.write_later(work, label=f"event {kind} of run {run_id}")
+
+    def run_store(self, run_id: str) -> JournalRunStore:
+        """The engine's ``RunStore`` for ``run_id``."""
+        return JournalRunStore(self._writer, run_id, self._clock)
+
+    # -- queries (reader connection) -------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRow:
+        """The run ``run_id``; raises ``RunNotFoundError``."""
+        rows = await self._read("get_run", _fetch, queries().get_run, {"run_id": run_id})
+        if not rows:
+            raise RunNotFoundError(run_id=run_id)
+        return RunRow.from_row(rows[0])
+
+    async def list_runs(self, *, status: RunStatus | Iterable[RunStatus] | None = None,
+                        pipeline_id: str | None = None, limit: int = 100,
+                        offset: int = 0) -> list[RunRow]:
+        """Runs newest first, optionally only those in ``status`` and/or of ``pipeline_id``."""
+        if status is None:
+            statuses = None
+        elif isinstance(status, RunStatus):
+            statuses = dumps([status.value])
+        else:
+            statuses = dumps([s.value for s in status])
+        rows = await self._read("list_runs", _fetch, queries().list_runs,
+                                {"statuses": statuses, "pipeline_id": pipeline_id,
+                                 "limit": limit, "offset": offset})
+        return [RunRow.from_row(row) for row in rows]
+
+    async def child_runs(self, run_id: str) -> list[RunRow]:
+        """Runs started by ``run_id`` (subpipelines), oldest first."""
+        rows = await self._read("child_runs", _fetch, queries().child_runs, {"run_id": run_id})
+        return [RunRow.from_row(row) for row in rows]
+
+    async def load_snapshot(self, run_id: str) -> RunSnapshot:
+        """Everything committed for ``run_id``: latest result and decision per path, attempts."""
+        snapshot = await self._read("load_snapshot", read_snapshot, run_id)
+        if snapshot is None:
+            raise RunNotFoundError(run_id=run_id)
+        return snapshot
+
+    async def pinned_definition(self, run_id: str) -> PipelineConfig:
+        """The exact pipeline definition ``run_id`` is pinned to."""
+        rows = await self._read("pinned_definition", _fetch, queries().run_definition,
+                                {"run_id": run_id})
+        if not rows:
+            raise RunNotFoundError(run_id=run_id)
+        return PipelineConfig.model_validate_json(rows[0][0])
+
+    async def pinned_pipeline(self, pipeline_hash: str) -> PipelineConfig | None:
+        """The pinned definition with ``pipeline_hash``, if the journal holds it."""
+        rows = await self._read("pinned_pipeline", _fetch, queries().pinned_definition,
+                                {"hash": pipeline_hash})
+        return PipelineConfig.model_validate_json(rows[0][0]) if rows else None
+
+    async def events(self, run_id: str | None = None, *, after_id: int = 0,
+                     limit: int = _EVENTS_PAGE) -> list[EventRow]:
+        """Events with id greater than ``after_id``, oldest first (of one run, or of all)."""
+        q = queries()
+        if run_id is None:
+            rows = await self._read("events", _fetch, q.events_after,
+                                    {"after_id": after_id, "limit": limit})
+        else:
+            rows = await self._read("events", _fetch, q.run_events_after,
+                                    {"run_id": run_id, "after_id": after_id, "limit": limit})
+        return [EventRow.from_row(row) for row in rows]
+
+    async def follow(self, run_id: str | None = None, *,
+                     after_id: int = 0) -> AsyncIterator[EventRow]:
+        """Yield events after ``after_id`` as they are committed, until the journal closes."""
+        cursor = after_id
+        while not self._closed:
+            # Taken before reading: a commit landing during the read still wakes us.
+            signal = self._writer.commit_signal()
+            try:
+                batch = await self.events(run_id, after_id=cursor)
+            except JournalError:
+                if self._closed:
+                    return
+                raise
+            for event in batch:
+                cursor = event.id
+                yield event
+            if len(batch) < _EVENTS_PAGE:
+                await signal.wait()
+
+    async def count_runs_by_status(self) -> dict[str, int]:
+        """How many runs the journal holds in each status."""
+        rows = await self._read("count_runs_by_status", _fetch, queries().count_runs_by_status, {})
+        return {row["status"]: int(row["n"]) for row in rows}
+
+    async def ping(self) -> bool:
+        """True when both connections answer (the watchdog's health check)."""
+        await self._read("ping", _fetch, queries().ping, {})
+        await self._writer.call(partial(_fetch, sql=queries().ping, params={}))
+        return True
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event (0 when there is none); a follower's starting point."""
+        rows = await self._read("last_event_id", _fetch, queries().last_event_id, {})
+        return int(rows[0][0])
+
+    async def integrity_check(self) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check``: ``["ok"]`` for a sound file."""
+        rows = await self._read("integrity_check", _fetch, queries().integrity_check, {})
+        return [str(row[0]) for row in rows]
+
+    # -- scheduler state -------------------------------------------------------------------------
+
+    async def record_fire(self, pipeline_id: str, schedule_id: str, fire_time: float, *,
+                          run_id: str | None = None) -> bool:
+        """Record one fire of a schedule; False if that fire was already recorded."""
+        params = {"pipeline_id": pipeline_id, "schedule_id": schedule_id, "fire_time": fire_time,
+                  "run_id": run_id, "now": self._clock()}
+        return await self._writer.write(partial(_record_fire, params=params),
+                                        label=f"fire of {pipeline_id}/{schedule_id}")
+
+    async def last_fire_time(self, pipeline_id: str, schedule_id: str) -> float | None:
+        """The latest recorded fire time of a schedule."""
+        rows = await self._read("last_fire_time", _fetch, queries().last_fire_time,
+                                {"pipeline_id": pipeline_id, "schedule_id": schedule_id})
+        return rows[0][0]
+
+    async def set_schedule_paused(self, pipeline_id: str, schedule_id: str, paused: bool) -> None:
+        """Persist a schedule's pause state."""
+        params = {"pipeline_id": pipeline_id, "schedule_id": schedule_id, "paused": int(paused),
+                  "now": self._clock()}
+        await self._writer.write(partial(_execute, sql=queries().set_schedule_paused,
+                                         params=params),
+                                 label=f"pause state of {pipeline_id}/{schedule_id}")
+
+    async def paused_schedules(self) -> set[tuple[str, str]]:
+        """``(pipeline_id, schedule_id)`` of every paused schedule."""
+        rows = await self._read("paused_schedules", _fetch, queries().paused_schedules, {})
+        return {(row[0], row[1]) for row in rows}
+
+    # -- upkeep ----------------------------------------------------------------------------------
+
+    async def prune(self, older_than_days: float) -> PruneResult:
+        """Delete finished runs whose last activity is older than the cutoff, then reclaim space.
+
+        A run's subpipeline children go with it; definitions no run is pinned to any more and
+        schedule fires older than the cutoff (except each schedule's latest) go too. Freed pages
+        are returned to the file system with ``PRAGMA incremental_vacuum``.
+        """
+        cutoff = self._clock() - older_than_days * 86400.0
+        runs, pipelines, fires = await self._writer.write(partial(_prune, cutoff=cutoff),
+                                                          label="prune")
+        try:
+            pages = await self._writer.call(_reclaim)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, path=self._path, operation="reclaim space") from exc
+        log.info("journal pruned", path=str(self._path), runs=runs, pipelines=pipelines,
+                 fires=fires, pages_freed=pages)
+        return PruneResult(runs=runs, pipelines=pipelines, fires=fires, pages_freed=pages)
+
+    async def set_max_size(self, max_bytes: int | None) -> None:
+        """Cap the database size (``PRAGMA max_page_count``); None lifts the cap.
+
+        Past the cap, commits fail with ``StorageFullError`` exactly as on a full disk.
+        """
+        await self._writer.call(partial(_set_page_limit, max_bytes=max_bytes))
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it."""
+        try:
+            await self._writer.call(_checkpoint)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, path=self._path, operation="checkpoint") from exc
+
+    async def _read(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise JournalError("the journal is closed", operation=operation, path=str(self._path))
+        try:
+            return await in_thread(self._reader_conn, fn, *args)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, path=self._path, operation=operation) from exc
+
+
+# -- work functions: run on a connection's thread ------------------------------------------------
+
+
+def _pin_params(pipeline: PipelineConfig, now: float) -> dict[str, Any]:
+    canonical = pipeline.canonical_json()
+    return {"hash": pipeline.content_hash(), "pipeline_id": pipeline.id,
+            "definition": canonical, "now": now}
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> None:
+    conn.execute(sql, params)
+
+
+def _insert_event(conn: sqlite3.Connection, params: dict[str, Any]) -> None:
+    try:
+        conn.execute(queries().insert_event, params)
+    except sqlite3.IntegrityError as exc:
+        raise_missing_run(exc, str(params["run_id"]))
+        raise
+
+
+def _pin(conn: sqlite3.Connection, pin: dict[str, Any]) -> None:
+    conn.execute(queries().pin_pipeline, pin)
+
+
+def _create_run(conn: sqlite3.Connection, pin: dict[str, Any], params: dict[str, Any],
+                event: str) -> None:
+    q = queries()
+    conn.execute(q.pin_pipeline, pin)
+    try:
+        conn.execute(q.insert_run, params)
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE" in str(exc):
+            raise JournalError("a run with this id already exists",
+                               run_id=params["run_id"]) from exc
+        raise
+    conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
+                                  "kind": EventKind.RUN_CREATED.value, "path": None,
+                                  "data": event})
+
+
+def _set_status(conn: sqlite3.Connection, params: dict[str, Any],
+                error: dict[str, Any] | None) -> None:
+    q = queries()
+    row = conn.execute(q.run_status, {"run_id": params["run_id"]}).fetchone()
+    if row is None:
+        raise RunNotFoundError(run_id=params["run_id"])
+    conn.execute(q.update_run_status, params)
+    data = {"status": params["status"], "previous": row[0], "error": error}
+    conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
+                                  "kind": EventKind.RUN_STATUS.value, "path": None,
+                                  "data": dumps(data)})
+
+
+def _record_resume(conn: sqlite3.Connection, run_id: str, pin: dict[str, Any] | None,
+                   now: float) -> int:
+    q = queries()
+    row = conn.execute(q.run_status, {"run_id": run_id}).fetchone()
+    if row is None:
+        raise RunNotFoundError(run_id=run_id)
+    if pin is not None:
+        conn.execute(q.pin_pipeline, pin)
+    count = conn.execute(q.record_resume, {"run_id": run_id,
+                                           "pipeline_hash": pin["hash"] if pin else None}
+                         ).fetchall()[0][0]
+    data = {"resumed_count": count, "pipeline_hash": pin["hash"] if pin else row[1],
+            "previous_hash": row[1]}
+    conn.execute(q.insert_event, {"run_id": run_id, "now": now,
+                                  "kind": EventKind.RUN_RESUMED.value, "path": None,
+                                  "data": dumps(data)})
+    return int(count)
+
+
+def _increment_recovery(conn: sqlite3.Connection, run_id: str, now: float) -> int:
+    q = queries()
+    rows = conn.execute(q.increment_recovery_attempts, {"run_id": run_id}).fetchall()
+    if not rows:
+        raise RunNotFoundError(run_id=run_id)
+    count = int(rows[0][0])
+    conn.execute(q.insert_event, {"run_id": run_id, "now": now,
+                                  "kind": EventKind.RUN_RECOVERY.value, "path": None,
+                                  "data": dumps({"recovery_attempts": count})})
+    return count
+
+
+def _record_fire(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:
+    return conn.execute(queries().record_fire, params).rowcount == 1
+
+
+def _prune(conn: sqlite3.Connection, cutoff: float) -> tuple[int, int, int]:
+    q = queries()
+    runs = len(conn.execute(q.prune_runs, {"cutoff": cutoff}).fetchall())
+    pipelines = conn.execute(q.prune_pinned).rowcount
+    fires = conn.execute(q.prune_fires, {"cutoff": cutoff}).rowcount
+    return runs, pipelines, fires
+
+
+def _reclaim(conn: sqlite3.Connection) -> int:
+    q = queries()
+    before = conn.execute(q.page_count).fetchone()[0]
+    # executescript steps the pragma to completion (execute() would free a single page); it runs
+    # between group transactions, so there is no open transaction for it to commit.
+    conn.executescript(q.reclaim_space)
+    after = conn.execute(q.page_count).fetchone()[0]
+    return int(before - after)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute(queries().checkpoint_truncate).fetchall()
+
+
+def _set_page_limit(conn: sqlite3.Connection, max_bytes: int | None) -> None:
+    page_size = conn.execute(queries().page_size).fetchone()[0]
+    pages = _NO_PAGE_LIMIT if max_bytes is None else max(1, int(max_bytes) // int(page_size))
+    # PRAGMA takes no bound parameters; the value is an int computed here.
+    conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()

@@ -1,0 +1,82 @@
+"""How run records map to ``run_records`` rows, and how a run's snapshot is rebuilt from them.
+
+A result is stored field by field so that rebuilding 10,000 of them parses only their outputs;
+``test_result_columns_cover_every_field`` fails if ``ComponentResult`` gains a field the table
+does not hold (that needs a migration).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from flowmasond.engine.checkpoint import RunSnapshot
+from flowmasond.engine.types import ComponentResult, ErrorType, StageStatus, UsageMetrics
+from flowmasond.journal.rows import dumps, dumps_or_none
+from flowmasond.journal.sqlfiles import queries
+
+_STATUS = {status.value: status for status in StageStatus}
+_ERROR_TYPE = {error_type.value: error_type for error_type in ErrorType}
+
+
+def result_params(result: ComponentResult) -> dict[str, Any]:
+    """The ``insert_result`` parameters of ``result`` (all but run_id, seq, path and now)."""
+    usage = result.usage
+    return {
+        "stage_id": result.stage_id,
+        "component_type": result.component_type,
+        "status": result.status.value,
+        "output": dumps_or_none(result.output),
+        "error": result.error,
+        "error_type": result.error_type.value if result.error_type else None,
+        "attempts": result.attempts,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "handled": int(result.handled),
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cost_usd": usage.cost_usd,
+        "duration_ms": usage.duration_ms,
+        "provider": usage.provider,
+        "model": usage.model,
+    }
+
+
+def decision_params(decision: dict[str, Any]) -> dict[str, Any]:
+    """The ``insert_decision`` parameters of a control-flow decision."""
+    return {"decision": dumps(decision)}
+
+
+def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
+    """Rebuild ``run_id``'s snapshot (None if there is no such run); runs on a reader thread."""
+    q = queries()
+    params = {"run_id": run_id}
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: unpacked positionally below, and cheaper
+    # One read transaction: records and attempts from the same committed state.
+    cursor.execute("BEGIN")
+    try:
+        if cursor.execute(q.run_exists, params).fetchone() is None:
+            return None
+        records = cursor.execute(q.snapshot_records, params).fetchall()
+        attempts = cursor.execute(q.snapshot_attempts, params).fetchall()
+    finally:
+        cursor.execute("COMMIT")
+    snapshot = RunSnapshot()
+    results, decisions = snapshot.results, snapshot.decisions
+    loads, status_of, error_type_of = json.loads, _STATUS.__getitem__, _ERROR_TYPE.get
+    for (kind, path, decision, stage_id, component_type, status, output, error, error_type,
+         input_tokens, output_tokens, cost_usd, duration_ms, provider, model,
+         attempts_made, started_at, finished_at, handled) in records:
+        if kind == "result":
+            results[path] = ComponentResult(
+                stage_id, component_type, status_of(status),
+                None if output is None else loads(output), error,
+                None if error_type is None else error_type_of(error_type),
+                UsageMetrics(input_tokens, output_tokens, cost_usd, duration_ms, provider, model),
+                attempts_made, started_at, finished_at, bool(handled))
+        else:
+            decisions[path] = loads(decision)
+    snapshot.attempts = {path: attempt for path, attempt in attempts}
+    return snapshot

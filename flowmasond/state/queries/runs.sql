@@ -1,0 +1,68 @@
+-- Run lifecycle. Rows are read by column name, so SELECT * stays correct as columns are added.
+
+-- name: insert_run
+INSERT INTO runs (run_id, pipeline_id, pipeline_hash, inputs, status, created_at,
+                  parent_run_id, parent_path, schedule_id, fire_time)
+VALUES (:run_id, :pipeline_id, :pipeline_hash, :inputs, :status, :now,
+        :parent_run_id, :parent_path, :schedule_id, :fire_time);
+
+-- name: get_run
+SELECT * FROM runs WHERE run_id = :run_id;
+
+-- name: run_status
+SELECT status, pipeline_hash FROM runs WHERE run_id = :run_id;
+
+-- name: update_run_status
+-- started_at keeps the first start; finished_at is cleared when a run is resumed.
+UPDATE runs
+SET status      = :status,
+    output      = :output,
+    error       = :error,
+    started_at  = CASE WHEN :status = 'running' THEN coalesce(started_at, :now) ELSE started_at END,
+    finished_at = CASE WHEN :finished THEN :now ELSE NULL END
+WHERE run_id = :run_id;
+
+-- name: add_run_usage
+-- Provider and model merge like UsageMetrics.__add__: NULL is neutral, different names give :mixed.
+UPDATE runs
+SET input_tokens  = input_tokens + :input_tokens,
+    output_tokens = output_tokens + :output_tokens,
+    cost_usd      = cost_usd + :cost_usd,
+    duration_ms   = duration_ms + :duration_ms,
+    provider      = CASE WHEN :provider IS NULL THEN provider
+                         WHEN provider IS NULL OR provider = :provider THEN :provider
+                         ELSE :mixed END,
+    model         = CASE WHEN :model IS NULL THEN model
+                         WHEN model IS NULL OR model = :model THEN :model
+                         ELSE :mixed END
+WHERE run_id = :run_id;
+
+-- name: increment_recovery_attempts
+UPDATE runs SET recovery_attempts = recovery_attempts + 1
+WHERE run_id = :run_id
+RETURNING recovery_attempts;
+
+-- name: record_resume
+-- Counts a resume and, when asked to, re-pins the run to another definition.
+UPDATE runs
+SET resumed_count = resumed_count + 1,
+    pipeline_hash = coalesce(:pipeline_hash, pipeline_hash)
+WHERE run_id = :run_id
+RETURNING resumed_count;
+
+-- name: list_runs
+-- Newest first. :statuses is a JSON array of status names, or NULL for all.
+SELECT * FROM runs
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:pipeline_id IS NULL OR pipeline_id = :pipeline_id)
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: child_runs
+SELECT * FROM runs WHERE parent_run_id = :run_id ORDER BY created_at, run_id;
+
+-- name: count_runs_by_status
+SELECT status, count(*) AS n FROM runs GROUP BY status;
+
+-- name: ping
+SELECT 1;
