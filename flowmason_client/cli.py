@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a traceback.
+        sys.stderr.close()
+        return 0
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -132,7 +136,12 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
         return 0
     print(f"{'RUN':24} {'PIPELINE':20} {'STATUS':12} {'CREATED':20} {'TRIGGER'}")
     for r in rows:
-        trigger = f"schedule {r.get('schedule_id')} @ {_ts(r.get('fire_time'))}" if r.get("schedule_id") else "manual"
+        if r.get("schedule_id"):
+            trigger = f"schedule {r.get('schedule_id')} @ {_ts(r.get('fire_time'))}"
+        elif r.get("parent_run_id"):
+            trigger = f"child of {r['parent_run_id']}"
+        else:
+            trigger = "manual"
         print(f"{r['run_id']:24} {str(r.get('pipeline_id')):20} {str(r.get('status')):12} "
               f"{_ts(r.get('created_at')):20} {trigger}")
     return 0
@@ -191,11 +200,11 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(client: Client, args: argparse.Namespace) -> int:
-    info = client.call("runs.resume", {"run_id": args.run, "force": args.force, "pinned": args.pinned,
-                                       "accept_changed_definition": args.accept_changed})
+    info = client.runs_resume(args.run, force=args.force, pinned=args.pinned,
+                              accept_changed_definition=args.accept_changed)
     if args.follow:
         return _follow(client, args.run, as_json=args.json)
-    _print(info, args.json, lambda d: f"{d['run_id']}  {d['status']} (resumed)")
+    _print(info.model_dump(mode="json"), args.json, lambda d: f"{d['run_id']}  {d['status']} (resumed)")
     return 0
 
 

@@ -217,10 +217,10 @@ class AsyncClient:
         """`runs.cancel`."""
         return _parse(RunInfo, await self.call("runs.cancel", RunRefParams(run_id=run_id)))
 
-    async def runs_resume(self, run_id: str, *, force: bool = False,
+    async def runs_resume(self, run_id: str, *, force: bool = False, pinned: bool = False,
                           accept_changed_definition: bool = False) -> RunInfo:
         """`runs.resume`."""
-        params = RunResumeParams(run_id=run_id, force=force,
+        params = RunResumeParams(run_id=run_id, force=force, pinned=pinned,
                                  accept_changed_definition=accept_changed_definition)
         return _parse(RunInfo, await self.call("runs.resume", params))
 
@@ -363,11 +363,11 @@ class Client:
         """`runs.cancel`."""
         return self._run(self._client.runs_cancel(run_id))
 
-    def runs_resume(self, run_id: str, *, force: bool = False,
+    def runs_resume(self, run_id: str, *, force: bool = False, pinned: bool = False,
                     accept_changed_definition: bool = False) -> RunInfo:
         """`runs.resume`."""
         return self._run(self._client.runs_resume(
-            run_id, force=force, accept_changed_definition=accept_changed_definition))
+            run_id, force=force, pinned=pinned, accept_changed_definition=accept_changed_definition))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)

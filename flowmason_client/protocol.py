@@ -265,7 +265,16 @@ class RunResumeParams(Params):
 
     run_id: str = Field(min_length=1)
     force: bool = False
+    # When the pipeline changed since the run started, say which definition to continue with:
+    # the pinned one the run started with, or (accept_changed_definition) the current one.
+    pinned: bool = False
     accept_changed_definition: bool = False
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> RunResumeParams:
+        if self.pinned and self.accept_changed_definition:
+            raise ValueError("give at most one of 'pinned' and 'accept_changed_definition'")
+        return self
 
 
 # --- method results --------------------------------------------------------------------------

@@ -197,3 +197,15 @@ class InvalidStateError(FlowmasonError):
     """The run is not in a state that allows this operation."""
 
     code = "invalid_state"
+
+
+class PermissionDeniedError(FlowmasonError):
+    """The peer's uid is not allowed to do this."""
+
+    code = "permission_denied"
+
+
+class ShuttingDownError(FlowmasonError):
+    """The daemon is shutting down and accepts no new work."""
+
+    code = "shutting_down"

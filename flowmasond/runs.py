@@ -26,6 +26,7 @@ from flowmasond.errors import (
     JournalError,
     PipelineNotFoundError,
     RunNotFoundError,
+    ShuttingDownError,
     StageError,
 )
 
@@ -145,7 +146,7 @@ class RunManager:
     # -- start / cancel / resume -------------------------------------------------------------------
     def _check_accepting(self) -> None:
         if not self._accepting:
-            raise InvalidStateError("the daemon is shutting down and accepts no new runs")
+            raise ShuttingDownError("the daemon is shutting down and accepts no new runs")
 
     async def start(self, pipeline_id: str, inputs: dict[str, Any] | None = None, *,
                     schedule_id: str | None = None, fire_time: float | None = None,

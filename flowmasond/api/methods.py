@@ -24,7 +24,7 @@ from flowmasond import __version__
 from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.peercred import PeerInfo
 from flowmasond.engine.types import RunStatus, StageStatus
-from flowmasond.errors import PipelineValidationError
+from flowmasond.errors import PermissionDeniedError, PipelineValidationError
 from flowmasond.pipelines.loader import load_pipeline_dict, load_pipeline_file
 
 if TYPE_CHECKING:
@@ -138,6 +138,10 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
                 "definition": pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)}
 
     async def pipelines_validate(params: PipelineValidateParams, peer: PeerInfo) -> dict[str, Any]:
+        if params.path is not None and not peer.privileged:
+            # The daemon may run as root: reading an arbitrary path for any peer would leak files.
+            raise PermissionDeniedError("validating a file by path needs a privileged peer; send the definition "
+                                        "inline instead", uid=peer.uid, path=params.path)
         try:
             if params.path is not None:
                 pipeline = load_pipeline_file(Path(params.path), catalog.registry)

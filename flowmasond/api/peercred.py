@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
-from flowmasond.errors import FlowmasonError
+from flowmasond.errors import FlowmasonError, PermissionDeniedError
 
 # struct ucred { pid_t pid; uid_t uid; gid_t gid; } on Linux.
 _UCRED = struct.Struct("3i")
@@ -61,8 +61,5 @@ class AccessPolicy:
         return PeerInfo(pid=peer.pid, uid=peer.uid, gid=peer.gid, privileged=self.may_mutate(peer.uid))
 
 
-class PermissionDeniedError(FlowmasonError):
-    """The peer's uid is not allowed to do this."""
-
-    # Lives here until errors.py has it; handlers raise it for finer-grained checks.
-    code = "permission_denied"
+# Raised by handlers for finer-grained checks; defined with the rest of the hierarchy.
+__all__ = ["AccessPolicy", "PeerInfo", "PermissionDeniedError", "peer_credentials"]
