@@ -21,13 +21,17 @@ import structlog
 
 from flowmasond.config import DaemonConfig
 from flowmasond.engine.registry import ComponentRegistry
-from flowmasond.errors import FlowmasonError
-from flowmasond.sdnotify import Notifier, listen_fds, watchdog_interval_s
+from flowmasond.errors import ConfigurationError, FlowmasonError
+from flowmasond.sdnotify import (
+    Notifier, is_unix_stream_listener, listen_fds, scrub_environment, watchdog_interval_s,
+)
 
 log = structlog.get_logger("flowmasond.daemon")
 
 # How often finished runs past the retention period are pruned.
 RETENTION_INTERVAL_S = 6 * 3600.0
+# Without a systemd watchdog, how often STATUS= is refreshed (only sent when it changed).
+STATUS_INTERVAL_S = 5.0
 
 
 class Daemon:
@@ -37,7 +41,14 @@ class Daemon:
         self.config = config
         self.stopping = False
         self.started_monotonic = time.monotonic()
+        # systemd's notify/watchdog/activation environment is read once, then removed so that
+        # stage processes never inherit it (see flowmasond.sdnotify).
         self.notifier = Notifier()
+        self._watchdog_s = watchdog_interval_s()
+        self._listen_fds = listen_fds()
+        scrub_environment()
+        self._last_status = ""
+        self._reloads: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._signals = 0
         self.journal: Any = None
@@ -101,17 +112,19 @@ class Daemon:
             await self.runs.recover()
             await self._start_scheduler(stack)
             background = [asyncio.create_task(self._retention_loop(), name="retention")]
-            interval = watchdog_interval_s()
-            if interval is not None and self.notifier.enabled:
-                background.append(asyncio.create_task(self._watchdog_loop(interval), name="watchdog"))
-            self.notifier.ready(self.status_line())
+            # READY=1 only now: the journal is open, recovery is scheduled and the socket listens.
+            self._last_status = self.status_line()
+            self.notifier.ready(self._last_status)
+            if self.notifier.enabled:
+                background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
             log.info("daemon_ready", pid=os.getpid(), socket=str(config.socket), state_dir=str(config.state_dir),
                      pipelines=len(self.catalog.ids()), version=_version())
 
             await self._stop.wait()
 
             self.stopping = True
-            self.notifier.stopping()
+            self.notifier.stopping(f"stopping: waiting up to {config.shutdown_grace_s:g} s for "
+                                   f"{len(self.runs.active)} active runs")
             log.info("daemon_stopping", grace_s=config.shutdown_grace_s, active_runs=len(self.runs.active))
             if self.scheduler is not None:
                 await self.scheduler.stop()
@@ -147,10 +160,20 @@ class Daemon:
         await self.scheduler.start()
 
     def _activated_socket(self) -> socket.socket | None:
-        fds = listen_fds()
+        """The control socket systemd passed (flowmasond.socket), or None to bind our own."""
+        fds = self._listen_fds
         if not fds:
             return None
-        sock = socket.socket(fileno=fds[0])
+        first, extra = fds[0], fds[1:]
+        for fd in extra:
+            # One control socket is all we serve; an extra ListenStream= would only sit unanswered.
+            log.warning("activation_socket_ignored", fd=fd, listen_fds=len(fds))
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if not is_unix_stream_listener(first):
+            raise ConfigurationError("the socket passed by systemd (LISTEN_FDS) is not a listening "
+                                     "AF_UNIX stream socket; use ListenStream= with a path", fd=first)
+        sock = socket.socket(fileno=first)
         sock.setblocking(False)
         return sock
 
@@ -178,14 +201,25 @@ class Daemon:
     def _on_reload_signal(self) -> None:
         self.notifier.reloading()
         log.info("signal_received", signal="SIGHUP", action="reload pipelines")
-        asyncio.get_running_loop().create_task(self.reload())
+        task = asyncio.get_running_loop().create_task(self._reload_for_signal())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload_for_signal(self) -> None:
+        # systemd holds the unit in "reloading" until READY=1, so it follows even a failed reload.
+        try:
+            await self.reload()
+        except Exception as exc:  # noqa: BLE001 - a failed reload keeps the last good pipelines
+            log.error("reload_failed", error=str(exc))
+        finally:
+            self._last_status = self.status_line()
+            self.notifier.ready(self._last_status)
 
     async def reload(self) -> list[str]:
         """Reload every pipeline folder (SIGHUP)."""
         changed = self.catalog.load_all() if self.catalog is not None else []
         if self.scheduler is not None:
             await self.scheduler.sync()
-        self.notifier.ready(self.status_line())
         return changed
 
     # -- background ----------------------------------------------------------------------------------
@@ -202,17 +236,28 @@ class Daemon:
                 log.error("journal_prune_failed", error=str(exc))
             await asyncio.sleep(RETENTION_INTERVAL_S)
 
-    async def _watchdog_loop(self, interval: float) -> None:
+    async def _watchdog_loop(self) -> None:
+        """WATCHDOG=1 every half watchdog period while healthy; STATUS= whenever it changed."""
         # Pinged from the event loop itself: a blocked loop stops the pings and systemd restarts us.
+        interval = self._watchdog_s
+        loop = asyncio.get_running_loop()
         while True:
-            if await self._healthy():
+            started = loop.time()
+            if interval is not None and await self._healthy(timeout=interval):
                 self.notifier.watchdog()
-                self.notifier.status(self.status_line())
-            await asyncio.sleep(interval)
+            status = self.status_line()
+            if status != self._last_status:
+                self._last_status = status
+                self.notifier.status(status)
+            # Keep the cadence: a slow health check shortens the wait rather than delaying the next.
+            period = interval if interval is not None else STATUS_INTERVAL_S
+            await asyncio.sleep(max(period - (loop.time() - started), 0.0))
 
-    async def _healthy(self) -> bool:
+    async def _healthy(self, timeout: float) -> bool:
+        """Whether the journal answers on both connections within ``timeout`` seconds."""
         try:
-            return bool(await asyncio.wait_for(self.journal.ping(), timeout=5.0))
+            async with asyncio.timeout(timeout):
+                return bool(await self.journal.ping())
         except Exception:  # noqa: BLE001 - any failure means "not healthy", never a crash
             return False
 

@@ -250,12 +250,14 @@ class RunManager:
         if not row.status.resumable:
             raise InvalidStateError(f"run is {row.status.value}; only failed, cancelled and interrupted runs resume",
                                     run_id=run_id, status=row.status.value)
-        pinned = await self.journal.pinned_definition(run_id)
-        pipeline = pinned
         try:
-            current = self.catalog.get(pinned.id)
+            current = self.catalog.get(row.pipeline_id)
         except PipelineNotFoundError:
             current = None
+        # The catalog's object when it is the pinned definition: no JSON parse, and the executor's
+        # plan for it is already cached.
+        pinned = await self._pinned(row, current)
+        pipeline = pinned
         if current is not None and current.content_hash() != pinned.content_hash():
             if definition is None:
                 raise DefinitionChangedError(
@@ -272,6 +274,18 @@ class RunManager:
         self.notify()
         return run_id
 
+    async def _pinned(self, row: Any, current: PipelineConfig | None = None) -> PipelineConfig:
+        """The definition ``row`` is pinned to; the catalog's own object when it is that definition
+        (no JSON parse, and the executor's plan for it is already cached)."""
+        if current is None:
+            try:
+                current = self.catalog.get(row.pipeline_id)
+            except PipelineNotFoundError:
+                current = None
+        if current is not None and current.content_hash() == row.pipeline_hash:
+            return current
+        return await self.journal.pinned_definition(row.run_id)
+
     # -- subpipelines --------------------------------------------------------------------------------
     async def _run_child(self, parent: RunState, path: str, child_run_id: str, pipeline_id: str,
                          inputs: dict[str, Any]) -> RunOutcome:
@@ -285,7 +299,7 @@ class RunManager:
             if row.status is RunStatus.SUCCEEDED:
                 return RunOutcome(run_id=child_run_id, pipeline_id=row.pipeline_id, status=row.status,
                                   output=row.output)
-            pipeline = await self.journal.pinned_definition(child_run_id)
+            pipeline = await self._pinned(row)
             inputs = row.inputs
             snapshot = (await self.journal.load_snapshot(child_run_id)).for_resume()
             await self.journal.record_resume(child_run_id)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 # Template roots: a stage with one of these ids would make ``{{input.x}}`` ambiguous.
 RESERVED_STAGE_IDS = frozenset({"input", "upstream", "env", "context"})
@@ -105,10 +105,16 @@ class PipelineConfig(BaseModel):
                 return stage
         raise KeyError(stage_id)
 
+    # Computed once: a definition is never mutated after loading, and resume compares hashes often.
+    _hash: str | None = PrivateAttr(default=None)
+
     def canonical_json(self) -> str:
         """Stable serialisation used for pinning and hashing a run's definition."""
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True,
                           separators=(",", ":"))
 
     def content_hash(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        """SHA-256 of the canonical JSON: the identity a run pins."""
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return self._hash

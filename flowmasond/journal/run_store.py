@@ -139,7 +139,10 @@ class JournalRunStore:
             except (TypeError, ValueError) as exc:
                 raise JournalError(f"record is not JSON-serialisable: {exc}", run_id=self.run_id,
                                    path=record.path, kind=record.kind.value) from exc
-        if total is None or total == UsageMetrics():
+        # Durations alone are summed once, when the run finishes (update_run_status): an UPDATE of
+        # the run's row on every commit would be the hot path's most expensive statement.
+        if total is None or not (total.input_tokens or total.output_tokens or total.cost_usd
+                                 or total.provider or total.model):
             return rows, events, None
         usage = {"run_id": self.run_id, "input_tokens": total.input_tokens,
                  "output_tokens": total.output_tokens, "cost_usd": total.cost_usd,

@@ -63,8 +63,44 @@ class _Request:
     label: str
 
 
+class _RequestFailed(Exception):
+    """A request of the fast path failed on its own; the group is retried with savepoints."""
+
+
 def _run_group(conn: sqlite3.Connection, group: list[_Request]) -> list[tuple[bool, Any]]:
-    """Run on the writer thread: one transaction, one savepoint per request."""
+    """Run on the writer thread: one transaction for the whole group.
+
+    The common case (every request succeeds) runs without savepoints: four statements fewer per
+    request on the hot path. If a request fails on its own, the transaction is rolled back and the
+    group runs again with one savepoint per request, so only the failing request is refused.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        values = []
+        for request in group:
+            try:
+                values.append(request.work(conn))
+            except Exception as exc:
+                if is_storage_fault(exc) or not conn.in_transaction:
+                    raise
+                raise _RequestFailed() from exc
+        conn.execute("COMMIT")
+        return [(True, value) for value in values]
+    except _RequestFailed:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return _run_group_isolated(conn, group)
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
+
+
+def _run_group_isolated(conn: sqlite3.Connection, group: list[_Request]) -> list[tuple[bool, Any]]:
+    """The slow path: one transaction, one savepoint per request."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         outcomes: list[tuple[bool, Any]] = []

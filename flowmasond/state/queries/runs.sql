@@ -19,11 +19,16 @@ SET status      = :status,
     output      = :output,
     error       = :error,
     started_at  = CASE WHEN :status = 'running' THEN coalesce(started_at, :now) ELSE started_at END,
-    finished_at = CASE WHEN :finished THEN :now ELSE NULL END
+    finished_at = CASE WHEN :finished THEN :now ELSE NULL END,
+    -- Stage durations are summed here rather than on every commit (see add_run_usage).
+    duration_ms = coalesce((SELECT sum(duration_ms) FROM run_records
+                            WHERE run_id = :run_id AND kind = 'result'), 0)
 WHERE run_id = :run_id;
 
 -- name: add_run_usage
--- Provider and model merge like UsageMetrics.__add__: NULL is neutral, different names give :mixed.
+-- Only for commits that carry tokens, cost, provider or model; durations are summed by
+-- update_run_status. Provider and model merge like UsageMetrics.__add__: NULL is neutral,
+-- different names give :mixed.
 UPDATE runs
 SET input_tokens  = input_tokens + :input_tokens,
     output_tokens = output_tokens + :output_tokens,
