@@ -119,7 +119,7 @@ class DaemonProcess:
 
 
 def _toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for test configs: scalars, lists of scalars, one level of tables."""
+    """Enough TOML for test configs: scalars, lists of scalars, nested tables."""
     lines: list[str] = []
     tables: list[tuple[str, dict[str, Any]]] = []
     for key, value in data.items():
@@ -127,8 +127,7 @@ def _toml(data: dict[str, Any], prefix: str = "") -> str:
             tables.append((key, value))
         else:
             lines.append(f"{key} = {json.dumps(value)}")
+    text = "\n".join(lines) + "\n"
     for name, table in tables:
-        lines.append(f"\n[{prefix}{name}]")
-        for key, value in table.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
+        text += f"\n[{prefix}{name}]\n" + _toml(table, prefix=f"{prefix}{name}.")
+    return text
