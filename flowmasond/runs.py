@@ -247,7 +247,10 @@ class RunManager:
                                     run_id=run_id, parent_run_id=row.parent_run_id)
         if run_id in self._active:
             raise InvalidStateError("run is already executing", run_id=run_id)
-        if not row.status.resumable:
+        # 'running' on disk but not executing here: its final status could not be journaled (disk
+        # full) or the daemon that ran it died; either way it is interrupted, so it may resume.
+        stale = row.status in (RunStatus.RUNNING, RunStatus.PENDING)
+        if not (row.status.resumable or stale):
             raise InvalidStateError(f"run is {row.status.value}; only failed, cancelled and interrupted runs resume",
                                     run_id=run_id, status=row.status.value)
         try:

@@ -20,11 +20,11 @@ LEDGER_LINE = 'echo "$FLOWMASON_STAGE_PATH $FLOWMASON_ATTEMPT" >> "$LEDGER"'
 
 
 def shell_stage(stage_id: str, command: str, *, ledger: Path | str = "{{input.ledger}}",
-                depends_on: list[str] | None = None, gated: bool = False, **extra: Any) -> dict[str, Any]:
+                depends_on: list[str] | None = None, gate: str | None = None, **extra: Any) -> dict[str, Any]:
     """A shell stage that writes itself into ``ledger`` and then runs ``command``.
 
     By default the ledger's path is the run's ``ledger`` input, so one pipeline file serves every
-    test (each with its own ledger); with ``gated``, ``$GATE`` is the run's ``gate`` input.
+    test (each with its own ledger); with ``gate``, ``$GATE`` is the run input of that name.
     """
     stage: dict[str, Any] = {
         "id": stage_id, "component_type": "shell",
@@ -32,8 +32,8 @@ def shell_stage(stage_id: str, command: str, *, ledger: Path | str = "{{input.le
         "config": {"command": f"{LEDGER_LINE}; {command}",
                    "env": {"LEDGER": str(ledger)}, "kill_grace_s": 0.5},
     }
-    if gated:
-        stage["config"]["env"]["GATE"] = "{{input.gate}}"
+    if gate:
+        stage["config"]["env"]["GATE"] = "{{input.%s}}" % gate
     if depends_on:
         stage["depends_on"] = depends_on
     stage.update(extra)
