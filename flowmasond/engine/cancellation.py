@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 
 class CancellationToken:
@@ -12,12 +13,13 @@ class CancellationToken:
     cancelled (a shell stage's process group gets SIGTERM, then SIGKILL).
     """
 
-    __slots__ = ("_event", "reason", "grace_s")
+    __slots__ = ("_event", "reason", "grace_s", "_callbacks")
 
     def __init__(self, grace_s: float = 5.0) -> None:
         self._event = asyncio.Event()
         self.reason: str | None = None
         self.grace_s = grace_s
+        self._callbacks: list[Callable[[], None]] = []
 
     @property
     def cancelled(self) -> bool:
@@ -29,6 +31,18 @@ class CancellationToken:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+            for callback in list(self._callbacks):
+                callback()
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the token is cancelled."""
+        self._callbacks.append(callback)
+
+    def remove_callback(self, callback: Callable[[], None]) -> None:
+        try:
+            self._callbacks.remove(callback)
+        except ValueError:
+            pass
 
     async def wait(self) -> None:
         await self._event.wait()

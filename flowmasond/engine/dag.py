@@ -308,6 +308,11 @@ class DAGExecutor:
                     if declared and all(_skipped(run.committed.get(frame.prefix + rel)) for rel in declared):
                         complete(member, await self._skip(run, member, path, frame, "all dependencies were skipped"))
                         continue
+                    if not tasks and not ready:
+                        # The only runnable stage of the group (every stage of a chain): awaited
+                        # here, which saves a task and a wait per stage.
+                        complete(member, await self._run_inline(run, member, frame))
+                        continue
                     tasks[asyncio.create_task(self.run_stage(run, member, frame))] = member
                 if not tasks:
                     break
@@ -337,6 +342,38 @@ class DAGExecutor:
         if failed is not None:
             return ScopeOutcome(results=results, failed=failed[1], failed_path=frame.prefix + failed[0])
         return ScopeOutcome(results=results)
+
+    async def _run_inline(self, run: RunState, member: str, frame: Frame) -> ComponentResult:
+        """``run_stage`` in the current task, with the same cancellation grace as a stage task."""
+        token = run.cancellation
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        fired = False
+
+        def expire() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        def on_cancel() -> None:
+            nonlocal timer
+            timer = loop.call_later(max(token.grace_s, 0.0), expire)
+
+        token.add_callback(on_cancel)
+        try:
+            return await self.run_stage(run, member, frame)
+        except asyncio.CancelledError:
+            if not fired:
+                raise  # cancelled from outside the engine: not ours to swallow
+            raise RunCancelledError(token.reason or "cancelled", run_id=run.run_id) from None
+        finally:
+            token.remove_callback(on_cancel)
+            if timer is not None:
+                timer.cancel()
+            if fired:
+                task.uncancel()
 
     async def _drain_after_cancel(self, run: RunState, tasks: dict[asyncio.Task[ComponentResult], str],
                                   complete: Callable[[str, ComponentResult], None]) -> None:
@@ -434,7 +471,7 @@ class DAGExecutor:
                 attempt_base=attempt_base, variables=frame.variables, logger=run.logger)
         async with semaphore:
             if run.cancellation.cancelled:
-                raise asyncio.CancelledError()
+                raise RunCancelledError(run.cancellation.reason or "cancelled", run_id=run.run_id, path=path)
             return await self.executor.execute(
                 run_id=run.run_id, pipeline_id=run.pipeline.id, path=path, stage=stage, meta=meta,
                 instance=instance, input=input_model, cancellation=run.cancellation, store=run.store,

@@ -12,7 +12,7 @@ from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.models import RetryConfig
 from flowmasond.engine.retry import NO_RETRY, backoff_delay_s
 from flowmasond.engine.types import ComponentResult, ErrorType, StageStatus, UsageMetrics
-from flowmasond.errors import StageError
+from flowmasond.errors import RunCancelledError, StageError
 
 if TYPE_CHECKING:
     from flowmasond.engine.cancellation import CancellationToken
@@ -128,8 +128,8 @@ class UniversalExecutor:
                 await hooks.on_stage_retry(run_id, path, stage, attempt, message, delay)
             await _sleep_unless_cancelled(delay, cancellation)
             if cancellation.cancelled:
-                # Cancelled between attempts: nothing is in flight, report it as such.
-                raise asyncio.CancelledError()
+                # Cancelled between attempts: nothing is in flight and nothing is committed.
+                raise RunCancelledError(cancellation.reason or "cancelled", run_id=run_id, path=path)
         if n > 1:
             message = f"failed after {n} attempts: {message}"
         usage.duration_ms = (time.perf_counter() - t0) * 1000.0
