@@ -28,6 +28,8 @@ TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowmason", description="Control a running flowmasond.")
     parser.add_argument("--socket", metavar="PATH", help="daemon socket (default: $FLOWMASON_SOCKET or the standard path)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to this long for the daemon to answer (e.g. right after starting it)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_json(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return _validate(args)
     try:
+        if args.wait > 0:
+            _wait_for_daemon(args.socket, args.wait)
         with Client(args.socket) as client:
             return COMMANDS[args.command](client, args)
     except DaemonUnreachableError as exc:
@@ -91,6 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         # Output piped into `head` and closed early: not an error worth a traceback.
         sys.stderr.close()
         return 0
+
+
+def _wait_for_daemon(socket_path: str | None, seconds: float) -> None:
+    """Poll ``health`` until the daemon answers or ``seconds`` pass (then the last error is raised)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with Client(socket_path, timeout=2.0, connect_timeout=1.0) as client:
+                client.health()
+                return
+        except DaemonUnreachableError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 # -- commands ------------------------------------------------------------------------------------
