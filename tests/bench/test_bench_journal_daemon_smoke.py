@@ -1,0 +1,37 @@
+"""Smoke tests of the journal and daemon benchmarks: their --quick modes run and print every figure."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+NUMBER = r"-?\d+(?:\.\d+)?"
+
+
+def _quick(script: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True,
+                          timeout=120, cwd=BENCH.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_journal_benchmark_prints_raw_commit_modes_resume_and_aims() -> None:
+    """The journal benchmark reports the raw-commit baseline, each journal mode, resume times and verdicts."""
+    out = _quick("bench_journal.py")
+    assert re.search(rf"FULL {NUMBER} µs, NORMAL {NUMBER} µs", out), out
+    for mode in ("off", "NORMAL", "FULL"):
+        assert re.search(rf"journal {mode}\s*:\s+{NUMBER} µs/stage, {NUMBER} commits/stage", out), (mode, out)
+    assert len(re.findall(rf"committed stages:\s+{NUMBER} ms", out)) == 2, out
+    assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 4, out
+
+
+def test_daemon_benchmark_prints_latency_throughput_memory_and_aims() -> None:
+    """The daemon benchmark reports latency, throughput and memory, each beside its baseline."""
+    out = _quick("bench_daemon.py")
+    assert re.search(rf"first stage started: {NUMBER} ms .* health round trip {NUMBER} ms", out), out
+    assert re.search(rf"= {NUMBER} runs/s; engine in-process .* ratio {NUMBER}x", out), out
+    assert re.search(rf"memory: idle {NUMBER} MB, with \d+ runs active {NUMBER} MB", out), out
+    assert len(re.findall(r"(PASS|MISS)$", out, re.M)) == 2, out
