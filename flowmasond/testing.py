@@ -228,6 +228,7 @@ def _append_line(path: str, entry: dict[str, Any]) -> None:
 class _RecordInput(ComponentInput):
     ledger: str
     value: Any = None
+    hold_s: float = 0.0  # unsafe_record only: stay in flight this long after the side effect
 
 
 @operator("record", description="Append {path, attempt, run_id, value} to a ledger file; return value.")
@@ -254,6 +255,8 @@ class UnsafeLedgerRecord:
         _append_line(input.ledger, {"path": context.stage_path, "attempt": context.attempt,
                                     "run_id": context.run_id, "value": input.value,
                                     "pid": os.getpid(), "key": context.idempotency_key})
+        if input.hold_s:
+            await asyncio.sleep(input.hold_s)  # in flight after the side effect: the crash window
         return input.value
 
 
