@@ -57,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
     """Load the configuration and run the daemon until it is stopped."""
     from flowmasond.config import load_config
     from flowmasond.daemon import Daemon
-    from flowmasond.errors import FlowmasonError
+    from flowmasond.errors import ConfigurationError, FlowmasonError
     from flowmasond.logs import configure_logging
 
     try:
@@ -78,9 +78,12 @@ def serve(args: argparse.Namespace) -> int:
     except FlowmasonError as exc:
         import structlog
 
-        structlog.get_logger("flowmasond").error("daemon_failed", error=str(exc), **exc.context)
+        structlog.get_logger("flowmasond").error("daemon_failed", error=str(exc), code=exc.code,
+                                                 **{k: str(v) for k, v in exc.context.items()})
         print(f"flowmasond: {exc}", file=sys.stderr)
-        return 1
+        # A configuration problem (bad socket, unusable activated socket, unknown component module)
+        # will not fix itself on a restart: 78 makes systemd stop retrying.
+        return 78 if isinstance(exc, ConfigurationError) else 1
 
 
 if __name__ == "__main__":

@@ -150,14 +150,20 @@ class Daemon:
         return {"providers": providers, "default_provider": self.config.default_provider}
 
     async def _start_scheduler(self, stack: AsyncExitStack) -> None:
-        if not self.config.scheduler.enabled:
-            return
-        try:
+        """Start the cron scheduler (after its catch-up) and the pipeline folder watcher."""
+        if self.config.scheduler.enabled:
             from flowmasond.scheduler import Scheduler
-        except ImportError:
-            return
-        self.scheduler = Scheduler(self)
-        await self.scheduler.start()
+
+            scheduler = Scheduler(self)
+            await scheduler.start()
+            # Published only once started: `schedules.list` then already reflects the catch-up.
+            self.scheduler = scheduler
+        if self.config.hot_reload:
+            from flowmasond.pipelines.watch import PipelineWatcher
+
+            watcher = PipelineWatcher(self.catalog, on_change=self._pipelines_changed)
+            await watcher.start()
+            stack.push_async_callback(watcher.stop)
 
     def _activated_socket(self) -> socket.socket | None:
         """The control socket systemd passed (flowmasond.socket), or None to bind our own."""
@@ -218,9 +224,13 @@ class Daemon:
     async def reload(self) -> list[str]:
         """Reload every pipeline folder (SIGHUP)."""
         changed = self.catalog.load_all() if self.catalog is not None else []
+        await self._pipelines_changed(changed)
+        return changed
+
+    async def _pipelines_changed(self, changed: list[str]) -> None:
+        """After the catalog changed (SIGHUP or the folder watcher): schedules follow the definitions."""
         if self.scheduler is not None:
             await self.scheduler.sync()
-        return changed
 
     # -- background ----------------------------------------------------------------------------------
     async def _retention_loop(self) -> None:
@@ -241,9 +251,14 @@ class Daemon:
         # Pinged from the event loop itself: a blocked loop stops the pings and systemd restarts us.
         interval = self._watchdog_s
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.stopping:
             started = loop.time()
-            if interval is not None and await self._healthy(timeout=interval):
+            # The journal must answer within the watchdog timeout (twice the interval); a slower
+            # answer is a wedged daemon that systemd should restart anyway.
+            healthy = interval is not None and await self._healthy(timeout=2 * interval)
+            if self.stopping:
+                return  # STOPPING=1 went out while we waited: it stays the last word
+            if healthy:
                 self.notifier.watchdog()
             status = self.status_line()
             if status != self._last_status:
