@@ -11,8 +11,10 @@ import argparse
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flowmason_client.client import Client
 from flowmason_client.errors import ClientError, DaemonUnreachableError, RemoteError
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     val = with_json(sub.add_parser("validate", help="validate pipeline files (no daemon needed)"))
     val.add_argument("files", nargs="+")
     with_json(sub.add_parser("status", help="the daemon's status"))
+    with_json(sub.add_parser("schedules", help="cron schedules: next and last fire, last run's status, paused"))
+    schedule = with_json(sub.add_parser("schedule", help="pause, unpause or fire a schedule now"))
+    schedule.add_argument("action", choices=["pause", "unpause", "trigger"])
+    schedule.add_argument("schedule", metavar="ID", help="pipeline/schedule, or a schedule id only one pipeline uses")
     return parser
 
 
@@ -258,6 +264,46 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(client: Client, args: argparse.Namespace) -> int:
+    rows = [s.model_dump(mode="json") for s in client.schedules_list().schedules]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'SCHEDULE':32} {'CRON':16} {'ZONE':18} {'NEXT FIRE':25} {'LAST FIRE':25} {'LAST RUN':36} PAUSED")
+    for r in rows:
+        last_run = r.get("last_run_status") or "-"
+        if r.get("last_run_id"):
+            last_run += f" {r['last_run_id']}"
+        state = "yes" if r.get("paused") else ("disabled" if not r.get("enabled", True) else "no")
+        print(f"{r.get('name') or r['pipeline_id'] + '/' + r['id']:32} {str(r.get('cron')):16} "
+              f"{str(r.get('timezone')):18} {_zoned(r.get('next_fire'), r.get('timezone')):25} "
+              f"{_zoned(r.get('last_fire'), r.get('timezone')):25} {last_run:36} {state}")
+    return 0
+
+
+def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "trigger":
+        result = client.schedules_trigger(args.schedule).model_dump(mode="json")
+        _print(result, args.json, lambda d: f"{(d.get('schedule') or {}).get('name', args.schedule)}  {d['action']}"
+               + (f" run {d['run_id']}" if d.get("run_id") else "") + (f" ({d['reason']})" if d.get("reason") else ""))
+        return 0 if result["action"] in ("started", "queued", "skipped") else EXIT_FAILED
+    verb = client.schedules_pause if args.action == "pause" else client.schedules_unpause
+    info = verb(args.schedule).model_dump(mode="json")
+    _print(info, args.json, lambda d: f"{d.get('name')}  {'paused' if d['paused'] else 'active'}"
+           + (f", next fire {_zoned(d.get('next_fire'), d.get('timezone'))}" if d.get("next_fire") else ""))
+    return 0
+
+
+def _zoned(value: Any, zone: Any) -> str:
+    """A fire time in the schedule's own zone, where its cron expression is read."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    try:
+        return datetime.fromtimestamp(value, ZoneInfo(str(zone))).strftime("%Y-%m-%d %H:%M:%S %Z")
+    except (ZoneInfoNotFoundError, ValueError):
+        return _ts(value)
+
+
 def _validate(args: argparse.Namespace) -> int:
     # Validation needs the component registry, which lives in the daemon package installed beside
     # this client; it runs locally so that files can be checked before any daemon sees them.
@@ -272,6 +318,7 @@ def _validate(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "events": cmd_events, "cancel": cmd_cancel,
     "resume": cmd_resume, "pipelines": cmd_pipelines, "status": cmd_status,
+    "schedules": cmd_schedules, "schedule": cmd_schedule,
 }
 
 

@@ -27,7 +27,8 @@ from flowmason_client.protocol import (
     Params, PipelineListResult, PipelineShowParams, PipelineShowResult, PipelineValidateParams,
     PipelineValidateResult, Response, Result, RunEvent, RunEventsParams, RunEventsResult, RunInfo,
     RunListParams, RunListResult, RunRefParams, RunResumeParams, RunStartParams, RunState,
-    StatusResult, VersionResult, encode, make_request, parse_reply,
+    ScheduleInfo, ScheduleListResult, ScheduleRefParams, ScheduleTriggerResult, StatusResult,
+    VersionResult, encode, make_request, parse_reply,
 )
 
 R = TypeVar("R", bound=Result)
@@ -224,6 +225,25 @@ class AsyncClient:
                                  accept_changed_definition=accept_changed_definition)
         return _parse(RunInfo, await self.call("runs.resume", params))
 
+    async def schedules_list(self) -> ScheduleListResult:
+        """`schedules.list`."""
+        return _parse(ScheduleListResult, await self.call("schedules.list", EmptyParams()))
+
+    async def schedules_pause(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleInfo:
+        """`schedules.pause`: ``schedule_id`` is ``pipeline/schedule`` or an id only one pipeline uses."""
+        params = ScheduleRefParams(schedule_id=schedule_id, pipeline_id=pipeline_id)
+        return _parse(ScheduleInfo, await self.call("schedules.pause", params))
+
+    async def schedules_unpause(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleInfo:
+        """`schedules.unpause`."""
+        params = ScheduleRefParams(schedule_id=schedule_id, pipeline_id=pipeline_id)
+        return _parse(ScheduleInfo, await self.call("schedules.unpause", params))
+
+    async def schedules_trigger(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleTriggerResult:
+        """`schedules.trigger`: fire the schedule now."""
+        params = ScheduleRefParams(schedule_id=schedule_id, pipeline_id=pipeline_id)
+        return _parse(ScheduleTriggerResult, await self.call("schedules.trigger", params))
+
     # --- plumbing ----------------------------------------------------------------------------
 
     async def _write(self, message: dict[str, Any]) -> None:
@@ -368,6 +388,22 @@ class Client:
         """`runs.resume`."""
         return self._run(self._client.runs_resume(
             run_id, force=force, pinned=pinned, accept_changed_definition=accept_changed_definition))
+
+    def schedules_list(self) -> ScheduleListResult:
+        """`schedules.list`."""
+        return self._run(self._client.schedules_list())
+
+    def schedules_pause(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleInfo:
+        """`schedules.pause`."""
+        return self._run(self._client.schedules_pause(schedule_id, pipeline_id=pipeline_id))
+
+    def schedules_unpause(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleInfo:
+        """`schedules.unpause`."""
+        return self._run(self._client.schedules_unpause(schedule_id, pipeline_id=pipeline_id))
+
+    def schedules_trigger(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleTriggerResult:
+        """`schedules.trigger`."""
+        return self._run(self._client.schedules_trigger(schedule_id, pipeline_id=pipeline_id))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)

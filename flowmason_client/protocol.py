@@ -58,6 +58,7 @@ class ErrorCode(IntEnum):
     STORAGE_ERROR = -32010  # the journal could not be read or written (disk full, I/O error)
     REQUEST_TIMEOUT = -32011  # the handler ran past the daemon's request timeout
     SERVER_BUSY = -32012  # too many connections; try again
+    SCHEDULE_NOT_FOUND = -32013  # no schedule with that id (or the id is ambiguous)
 
 
 # flowmasond error code string (``FlowmasonError.code``) -> JSON-RPC code. Every application error
@@ -79,6 +80,7 @@ APP_ERROR_CODES: Mapping[str, ErrorCode] = {
     "schema_too_new": ErrorCode.STORAGE_ERROR,
     "request_timeout": ErrorCode.REQUEST_TIMEOUT,
     "server_busy": ErrorCode.SERVER_BUSY,
+    "schedule_not_found": ErrorCode.SCHEDULE_NOT_FOUND,
 }
 
 
@@ -277,6 +279,13 @@ class RunResumeParams(Params):
         return self
 
 
+class ScheduleRefParams(Params):
+    """Methods that name one schedule: ``pipeline/schedule``, or a schedule id only one pipeline uses."""
+
+    schedule_id: str = Field(min_length=1)
+    pipeline_id: str | None = Field(default=None, min_length=1)
+
+
 # --- method results --------------------------------------------------------------------------
 
 
@@ -383,6 +392,45 @@ class RunListResult(Result):
     runs: list[RunInfo] = Field(default_factory=list)
 
 
+class ScheduleInfo(Result):
+    """One schedule: its definition, pause state, next fire, and its last fire with that run's status.
+
+    ``last_run_status`` is a run status, ``skipped`` (the overlap policy started no run), or
+    ``not_started`` (the run could not be created, or was pruned); None before the first fire.
+    """
+
+    id: str
+    pipeline_id: str
+    name: str | None = None  # pipeline/schedule
+    cron: str | None = None
+    timezone: str | None = None
+    enabled: bool = True
+    paused: bool = False
+    misfire: str | None = None
+    overlap: str | None = None
+    next_fire: Timestamp = None
+    last_fire: Timestamp = None
+    last_run_id: str | None = None
+    last_run_status: str | None = None
+    active_runs: int | None = None
+
+
+class ScheduleListResult(Result):
+    """`schedules.list`."""
+
+    schedules: list[ScheduleInfo] = Field(default_factory=list)
+
+
+class ScheduleTriggerResult(Result):
+    """`schedules.trigger`: what the fire did (``started``, ``queued``, ``skipped``...) and the schedule."""
+
+    fire_time: Timestamp = None
+    action: str
+    run_id: str | None = None
+    reason: str | None = None
+    schedule: ScheduleInfo | None = None
+
+
 class RunEvent(Result):
     """One journal event of a run; ``id`` increases, so ``after_id`` resumes a stream without gaps."""
 
@@ -434,5 +482,10 @@ METHODS: Mapping[str, MethodSpec] = {
                    mutating=False, stream=True),
         MethodSpec(name="runs.cancel", params=RunRefParams, result=RunInfo, mutating=True),
         MethodSpec(name="runs.resume", params=RunResumeParams, result=RunInfo, mutating=True),
+        MethodSpec(name="schedules.list", params=EmptyParams, result=ScheduleListResult, mutating=False),
+        MethodSpec(name="schedules.pause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True),
+        MethodSpec(name="schedules.unpause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True),
+        MethodSpec(name="schedules.trigger", params=ScheduleRefParams, result=ScheduleTriggerResult,
+                   mutating=True),
     )
 }

@@ -209,3 +209,9 @@ class ShuttingDownError(FlowmasonError):
     """The daemon is shutting down and accepts no new work."""
 
     code = "shutting_down"
+
+
+class ScheduleNotFoundError(FlowmasonError):
+    """No schedule with that id."""
+
+    code = "schedule_not_found"

@@ -8,9 +8,10 @@ A run stopped by daemon shutdown is ``interrupted`` (it resumes on the next star
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal
+from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Sequence
 
 import structlog
 
@@ -54,6 +55,7 @@ class ActiveRun:
     started: float = field(default_factory=time.monotonic)
     schedule_id: str | None = None
     running: bool = False  # holds a concurrency slot (False: queued)
+    stopped_now: bool = False  # its task was cancelled by a second stop signal
 
 
 class _Notifier(ExecutionHooks):
@@ -150,8 +152,12 @@ class RunManager:
 
     async def start(self, pipeline_id: str, inputs: dict[str, Any] | None = None, *,
                     schedule_id: str | None = None, fire_time: float | None = None,
-                    run_id: str | None = None) -> str:
-        """Create a run of the current definition of ``pipeline_id`` and queue it; returns its id."""
+                    run_id: str | None = None, after: Sequence[str] = ()) -> str:
+        """Create a run of the current definition of ``pipeline_id`` and queue it; returns its id.
+
+        ``after``: runs this one waits for (until they finish) before it takes a concurrency slot;
+        the scheduler uses it for the ``queue`` and ``cancel_previous`` overlap policies.
+        """
         self._check_accepting()
         pipeline = self.catalog.get(pipeline_id)
         inputs = dict(inputs or {})
@@ -165,25 +171,28 @@ class RunManager:
         run_id = run_id or new_run_id()
         await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id, fire_time=fire_time)
         log.info("run_created", run_id=run_id, pipeline_id=pipeline_id, schedule_id=schedule_id)
-        self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id)
+        self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id, after=after)
         self.notify()
         return run_id
 
     def _launch(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any], *, snapshot: Any,
-                force: bool = False, schedule_id: str | None = None) -> ActiveRun:
+                force: bool = False, schedule_id: str | None = None, after: Sequence[str] = ()) -> ActiveRun:
         active = ActiveRun(run_id=run_id, pipeline_id=pipeline.id,
                            token=CancellationToken(grace_s=self.config.cancel_grace_s), schedule_id=schedule_id)
+        previous = [a.task for rid in after if (a := self._active.get(rid)) is not None and a.task is not None]
         self._active[run_id] = active
-        active.task = asyncio.create_task(self._drive(active, pipeline, inputs, snapshot, force),
+        active.task = asyncio.create_task(self._drive(active, pipeline, inputs, snapshot, force, previous),
                                           name=f"run {run_id}")
         return active
 
     async def _drive(self, active: ActiveRun, pipeline: PipelineConfig, inputs: dict[str, Any],
-                     snapshot: Any, force: bool) -> None:
+                     snapshot: Any, force: bool, previous: Sequence[asyncio.Task[None]] = ()) -> None:
         run_id = active.run_id
         bound = log.bind(run_id=run_id, pipeline_id=pipeline.id)
         try:
-            async with self._slots:
+            if previous:
+                await _finished_or_cancelled(previous, active.token)
+            async with self._slot(active):
                 if active.token.cancelled:
                     status = RunStatus.INTERRUPTED if active.token.reason == SHUTDOWN else RunStatus.CANCELLED
                     await self.journal.set_run_status(run_id, status, error={
@@ -202,6 +211,20 @@ class RunManager:
                 await self.journal.set_run_status(run_id, status, output=outcome.output, error=outcome.error)
                 bound.info("run_finished", status=status.value,
                            error=(outcome.error or {}).get("message"), failed_path=outcome.failed_path)
+        except asyncio.CancelledError:
+            if not active.stopped_now:
+                raise
+            # A second stop signal abandoned the in-flight stages; what was committed stands, and the
+            # run resumes on the next start like any other interrupted run.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            try:
+                await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED, error={
+                    "code": "daemon_stopped", "message": "the daemon was stopped at once while this run was executing"})
+                bound.info("run_finished", status=RunStatus.INTERRUPTED.value, error="stopped at once")
+            except Exception:  # noqa: BLE001 - left 'running': recovered on the next start
+                bound.exception("run_status_not_journaled")
         except JournalError as exc:
             # The journal refused even the status change (disk full?): the run stays 'running' on disk
             # and is recovered — resumed from its last committed stage — on the next start.
@@ -216,6 +239,30 @@ class RunManager:
         finally:
             self._active.pop(run_id, None)
             self.notify()
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, active: ActiveRun) -> AsyncIterator[None]:
+        """Hold a concurrency slot; a run cancelled while queued enters at once, holding none.
+
+        Waiting on the semaphore alone would leave a cancelled queued run ``pending`` (and its
+        followers waiting) until some other run finished.
+        """
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stop = asyncio.ensure_future(active.token.wait())
+        held = False
+        try:
+            try:
+                await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                acquire.cancel()  # a no-op once acquired
+                # Settle it: cancelled after a wake-up, the semaphore hands the slot on by itself.
+                await asyncio.wait({acquire})
+                held = not acquire.cancelled()
+            yield
+        finally:
+            if held:
+                self._slots.release()
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """Ask a run to stop: no new stage starts; in-flight stages get the cancel grace period."""
@@ -390,9 +437,14 @@ class RunManager:
 
     def stop_now(self) -> None:
         """A second signal: cancel every in-flight stage at once (committed results are kept)."""
+        self._accepting = False
         for run in self._active.values():
-            run.token.grace_s = 0.0
             run.token.cancel(SHUTDOWN, grace_s=0.0)
+            # The engine read the grace when it began draining, so lowering it changes nothing for a
+            # drain already waiting: cancelling the run's task is what ends that wait.
+            run.stopped_now = True
+            if run.task is not None:
+                run.task.cancel()
 
     # -- events ------------------------------------------------------------------------------------
     async def follow(self, run_id: str, after_id: int = 0, *, follow: bool = True) -> AsyncIterator[dict[str, Any]]:
@@ -413,6 +465,18 @@ class RunManager:
                     yield _event_dict(event)
                 return
             await self.wait_changed(timeout=0.5)
+
+
+async def _finished_or_cancelled(tasks: Sequence[asyncio.Task[None]], token: CancellationToken) -> None:
+    """Wait until every task of ``tasks`` is done, or ``token`` is cancelled."""
+    cancelled = asyncio.ensure_future(token.wait())
+    try:
+        pending: set[asyncio.Future[Any]] = set(tasks)
+        while pending and not token.cancelled:
+            _, pending = await asyncio.wait(pending | {cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(cancelled)
+    finally:
+        cancelled.cancel()
 
 
 def _event_dict(event: Any) -> dict[str, Any]:

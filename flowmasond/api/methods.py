@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from flowmason_client.protocol import (
     PROTOCOL_VERSION,
     EmptyParams,
+    ErrorCode,
     PipelineShowParams,
     PipelineValidateParams,
     RunEventsParams,
@@ -19,13 +20,16 @@ from flowmason_client.protocol import (
     RunRefParams,
     RunResumeParams,
     RunStartParams,
+    ScheduleRefParams,
 )
 from flowmasond import __version__
 from flowmasond.api.dispatch import Dispatcher, StreamResult
+from flowmasond.api.framing import RpcError
 from flowmasond.api.peercred import PeerInfo
-from flowmasond.engine.types import RunStatus, StageStatus
-from flowmasond.errors import PermissionDeniedError, PipelineValidationError
+from flowmasond.engine.types import ErrorType, RunStatus, StageStatus
+from flowmasond.errors import PermissionDeniedError, PipelineValidationError, StageError
 from flowmasond.pipelines.loader import load_pipeline_dict, load_pipeline_file
+from flowmasond.scheduling.entries import ScheduleNotFoundError
 
 if TYPE_CHECKING:
     from flowmasond.daemon import Daemon
@@ -155,7 +159,13 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         return {"valid": True, "pipeline_id": pipeline.id, "issues": []}
 
     async def runs_start(params: RunStartParams, peer: PeerInfo) -> dict[str, Any]:
-        run_id = await manager.start(params.pipeline_id, dict(params.inputs))
+        try:
+            run_id = await manager.start(params.pipeline_id, dict(params.inputs))
+        except StageError as exc:
+            if exc.error_type is not ErrorType.VALIDATION:
+                raise
+            # The inputs are this call's params: not matching the input_schema is -32602, not a stage failure.
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"Invalid params: {exc.message}", exc.to_dict()) from None
         row = await journal.get_run(run_id)
         return run_info(row)
 
@@ -197,6 +207,24 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         await manager.resume(params.run_id, force=params.force, definition=definition)
         return run_info(await _row(params.run_id))
 
+    def scheduler() -> Any:
+        if daemon.scheduler is None:
+            raise ScheduleNotFoundError("the scheduler is not running (disabled by scheduler.enabled = false, "
+                                        "or still starting)")
+        return daemon.scheduler
+
+    async def schedules_list(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        return {"schedules": await daemon.scheduler.list_schedules() if daemon.scheduler is not None else []}
+
+    async def schedules_pause(params: ScheduleRefParams, peer: PeerInfo) -> dict[str, Any]:
+        return dict(await scheduler().pause(params.schedule_id, params.pipeline_id))
+
+    async def schedules_unpause(params: ScheduleRefParams, peer: PeerInfo) -> dict[str, Any]:
+        return dict(await scheduler().unpause(params.schedule_id, params.pipeline_id))
+
+    async def schedules_trigger(params: ScheduleRefParams, peer: PeerInfo) -> dict[str, Any]:
+        return dict(await scheduler().trigger(params.schedule_id, params.pipeline_id))
+
     d.register("health", health, EmptyParams, mutating=False)
     d.register("version", version, EmptyParams, mutating=False)
     d.register("status", status, EmptyParams, mutating=False)
@@ -209,6 +237,10 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     d.register("runs.events", runs_events, RunEventsParams, mutating=False, stream=True)
     d.register("runs.cancel", runs_cancel, RunRefParams, mutating=True)
     d.register("runs.resume", runs_resume, RunResumeParams, mutating=True)
+    d.register("schedules.list", schedules_list, EmptyParams, mutating=False)
+    d.register("schedules.pause", schedules_pause, ScheduleRefParams, mutating=True)
+    d.register("schedules.unpause", schedules_unpause, ScheduleRefParams, mutating=True)
+    d.register("schedules.trigger", schedules_trigger, ScheduleRefParams, mutating=True)
     return d
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +41,18 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 # SQLite clamps max_page_count to its compile-time maximum; this asks for "no limit".
 _NO_PAGE_LIMIT = 4294967294
 _EVENTS_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """What the journal remembers of one schedule (``Journal.schedule_records``)."""
+
+    paused: bool
+    first_seen_at: float | None  # when the daemon first loaded it (None: before journal version 3)
+    last_fire_time: float | None
+    last_run_id: str | None  # None: the latest fire was skipped by the overlap policy
+    last_recorded_at: float | None
+    last_run_status: RunStatus | None  # None: no run, or the run is not (or no longer) in the journal
 
 
 class Journal:
@@ -360,6 +373,28 @@ class Journal:
         rows = await self._read("paused_schedules", _fetch, queries().paused_schedules, {})
         return {(row[0], row[1]) for row in rows}
 
+    async def mark_schedules_seen(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Note ``(pipeline_id, schedule_id)`` schedules as loaded (the first time is kept)."""
+        params = [{"pipeline_id": pid, "schedule_id": sid, "now": self._clock()} for pid, sid in keys]
+        if params:
+            await self._writer.write(partial(_execute_many, sql=queries().mark_schedule_seen,
+                                             params=params),
+                                     label=f"{len(params)} schedules seen")
+
+    async def schedule_records(self, keys: Iterable[tuple[str, str]]
+                               ) -> dict[tuple[str, str], ScheduleRecord]:
+        """Each schedule's persisted state and latest fire, read in one pass."""
+        return await self._read("schedule_records", _schedule_records, list(keys))
+
+    async def run_statuses(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
+        """The status of each run in ``run_ids`` that the journal holds."""
+        ids = sorted(set(run_ids))
+        if not ids:
+            return {}
+        rows = await self._read("run_statuses", _fetch, queries().run_statuses,
+                                {"run_ids": dumps(ids)})
+        return {row[0]: RunStatus(row[1]) for row in rows}
+
     # -- upkeep ----------------------------------------------------------------------------------
 
     async def prune(self, older_than_days: float) -> PruneResult:
@@ -494,6 +529,28 @@ def _increment_recovery(conn: sqlite3.Connection, run_id: str, now: float) -> in
 
 def _record_fire(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:
     return conn.execute(queries().record_fire, params).rowcount == 1
+
+
+def _execute_many(conn: sqlite3.Connection, sql: str, params: list[dict[str, Any]]) -> None:
+    conn.executemany(sql, params)
+
+
+def _schedule_records(conn: sqlite3.Connection, keys: list[tuple[str, str]]
+                      ) -> dict[tuple[str, str], ScheduleRecord]:
+    q = queries()
+    records: dict[tuple[str, str], ScheduleRecord] = {}
+    for pid, sid in keys:
+        params = {"pipeline_id": pid, "schedule_id": sid}
+        state = conn.execute(q.schedule_state_of, params).fetchone()
+        fire = conn.execute(q.latest_fire, params).fetchone()
+        records[(pid, sid)] = ScheduleRecord(
+            paused=bool(state[0]) if state else False,
+            first_seen_at=state[1] if state else None,
+            last_fire_time=fire[0] if fire else None,
+            last_run_id=fire[1] if fire else None,
+            last_recorded_at=fire[2] if fire else None,
+            last_run_status=RunStatus(fire[3]) if fire and fire[3] else None)
+    return records
 
 
 def _prune(conn: sqlite3.Connection, cutoff: float) -> tuple[int, int, int]:

@@ -19,6 +19,7 @@ from flowmasond.engine.models import RESERVED_STAGE_IDS, PipelineConfig, Schedul
 from flowmasond.engine.registry import ComponentMeta, ComponentRegistry
 from flowmasond.engine.templates import TemplateRef, contains_template, is_template, walk_references
 from flowmasond.errors import ValidationIssue
+from flowmasond.scheduling.cron import cron_problem
 
 # '.' separates template segments and '/' stage-path segments ('loop/3/transform'); braces and
 # whitespace would make `{{upstream.<id>}}` unparseable.
@@ -295,10 +296,10 @@ class _Validator:
 
 
 def _check_schedules(schedules: Sequence[ScheduleConfig], file: str | None) -> list[ValidationIssue]:
-    """Schedule rules that need no scheduler: unique ids and known time zones.
+    """Schedule rules: unique ids, known time zones, and cron expressions that parse and fire.
 
-    The hook where the scheduler's cron-expression check will be added, so that a bad
-    ``cron`` is reported with the rest of the file's problems at load time.
+    A bad ``cron`` is reported here, with the rest of the file's problems, so that a file the
+    scheduler could not run never replaces the version in force.
     """
     issues: list[ValidationIssue] = []
     seen: set[str] = set()
@@ -314,6 +315,11 @@ def _check_schedules(schedules: Sequence[ScheduleConfig], file: str | None) -> l
                 f"unknown time zone '{schedule.timezone}' in schedule '{schedule.id}' "
                 "(use an IANA name such as 'UTC' or 'Europe/Paris')",
                 file=file, field=f"schedules.{index}.timezone"))
+            continue
+        problem = cron_problem(schedule.cron, schedule.timezone)
+        if problem is not None:
+            issues.append(ValidationIssue(f"invalid cron '{schedule.cron}' in schedule '{schedule.id}': {problem}",
+                                          file=file, field=f"schedules.{index}.cron"))
     return issues
 
 

@@ -76,9 +76,10 @@ def test_every_daemon_error_code_maps_inside_the_application_range() -> None:
     assert set(APP_ERROR_CODES.values()) <= set(ErrorCode)
 
 
-def test_only_run_changing_methods_are_mutating() -> None:
-    """start, cancel and resume are the mutating methods; everything else is readable by any peer."""
-    assert {name for name, spec in METHODS.items() if spec.mutating} == {"runs.start", "runs.cancel", "runs.resume"}
+def test_only_state_changing_methods_are_mutating() -> None:
+    """Starting, cancelling and resuming runs and changing schedules are mutating; the rest any peer may read."""
+    assert {name for name, spec in METHODS.items() if spec.mutating} == {
+        "runs.start", "runs.cancel", "runs.resume", "schedules.pause", "schedules.unpause", "schedules.trigger"}
 
 
 def test_encode_escapes_lone_surrogates_and_refuses_nan() -> None:

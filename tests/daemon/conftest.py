@@ -32,10 +32,11 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DaemonProcess]]:
-    """Start daemons that live for the whole module: ``make(config, pipelines)`` (pipelines are dicts)."""
+    """Start daemons that live for the whole module: ``make(config, pipelines, socket)`` (pipelines are dicts)."""
     made: list[DaemonProcess] = []
 
-    def make(config: dict[str, Any] | None = None, pipelines: list[dict[str, Any]] | None = None) -> DaemonProcess:
+    def make(config: dict[str, Any] | None = None, pipelines: list[dict[str, Any]] | None = None,
+             socket: Path | None = None) -> DaemonProcess:
         root = tmp_path_factory.mktemp("daemon")
         (root / "state").mkdir()
         (root / "pipelines").mkdir()
@@ -45,7 +46,7 @@ def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         if config:
             config_path = root / "flowmasond.toml"
             config_path.write_text(_toml(config))
-        daemon = DaemonProcess(state_dir=root / "state", socket=root / "flowmasond.sock",
+        daemon = DaemonProcess(state_dir=root / "state", socket=socket or root / "flowmasond.sock",
                                pipelines=root / "pipelines", config=config_path, log_path=root / "daemon.log",
                                env=_clean_env())
         made.append(daemon)

@@ -45,6 +45,18 @@ def shell_stage(stage_id: str, command: str, *, ledger: Path | str = "{{input.le
 WAIT_FOR_GATE = 'while [ ! -e "$GATE" ]; do sleep 0.02; done'
 
 
+# one -> two -> wait (blocks until the run's `gate` file exists) -> last.
+GATED: dict[str, Any] = {
+    "id": "gated",
+    "stages": [
+        shell_stage("one", "true"),
+        shell_stage("two", "true", depends_on=["one"]),
+        shell_stage("wait", WAIT_FOR_GATE, depends_on=["two"], gate="gate"),
+        shell_stage("last", "true", depends_on=["wait"]),
+    ],
+}
+
+
 def read_ledger(ledger: Path) -> list[str]:
     """The ledger's lines (``"<path> <attempt>"``), in the order the stages wrote them."""
     if not ledger.exists():

@@ -10,18 +10,9 @@ from typing import Callable
 
 import pytest
 
-from daemon_acceptance_support import WAIT_FOR_GATE, ran, shell_stage, wait_until
+from daemon_acceptance_support import GATED, ran, shell_stage, wait_until
 from daemon_support import DaemonProcess
 
-GATED = {
-    "id": "gated",
-    "stages": [
-        shell_stage("one", "true"),
-        shell_stage("two", "true", depends_on=["one"]),
-        shell_stage("wait", WAIT_FOR_GATE, depends_on=["two"], gate="gate"),
-        shell_stage("last", "true", depends_on=["wait"]),
-    ],
-}
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from daemon_acceptance_support import WAIT_FOR_GATE, journal_run, ran, read_ledger, shell_stage, wait_until
+from daemon_acceptance_support import GATED, journal_run, ran, read_ledger, shell_stage, wait_until
 from daemon_support import DaemonProcess
 
-GATED = {
-    "id": "gated",
-    "stages": [
-        shell_stage("one", "true"),
-        shell_stage("two", "true", depends_on=["one"]),
-        shell_stage("wait", WAIT_FOR_GATE, depends_on=["two"], gate="gate"),
-        shell_stage("last", "true", depends_on=["wait"]),
-    ],
-}
 # sh's parent is the daemon itself: this stage kills the daemon every time it runs.
 POISON = {
     "id": "poison",
@@ -41,7 +32,7 @@ def test_sigkilled_daemon_completes_the_run_after_restart(
 
     gate.touch()
     daemon.restart()
-    info = daemon.wait_for_status(run_id, {"succeeded", "failed", "cancelled", "interrupted"})
+    info = daemon.wait_for_status(run_id, {"succeeded", "failed", "cancelled"})
     assert info["status"] == "succeeded", info
     assert info["recovery_attempts"] == 1
     # `wait` was in flight at the crash: it ran again (at-least-once); the committed ones did not.
@@ -80,3 +71,26 @@ def test_run_that_kills_the_daemon_every_time_ends_failed_after_the_bound(
     daemon.wait_ready()  # and it stays up
     with daemon.client() as client:
         assert client.runs_show(run_id).status == "failed"
+
+
+def test_manual_recovery_leaves_the_run_interrupted_until_resumed(
+        daemon_factory: Callable[..., DaemonProcess], write_pipeline: Callable[[dict], Path], tmp_path: Path) -> None:
+    """With `recovery = "manual"` a crashed run waits `interrupted` after restart; `flowmason resume` finishes it."""
+    write_pipeline(GATED)
+    ledger, gate = tmp_path / "ledger.txt", tmp_path / "gate"
+    daemon = daemon_factory(config={"recovery": "manual", "cancel_grace_s": 0.2}).start()
+    with daemon.client() as client:
+        run_id = client.runs_start("gated", {"ledger": str(ledger), "gate": str(gate)}).run_id
+    wait_until(lambda: ran(ledger, "wait"), what="the gated stage to start")
+    daemon.kill()
+    gate.touch()
+    daemon.restart()
+    with daemon.client() as client:
+        info = client.runs_show(run_id)
+        assert (info.status, info.error["code"]) == ("interrupted", "daemon_stopped")
+        assert client.status().active_runs == 0
+    assert len(ran(ledger, "wait")) == 1  # nothing ran again by itself
+
+    resumed = daemon.cli("resume", run_id, "--follow")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (ran(ledger, "one"), ran(ledger, "two"), len(ran(ledger, "wait")), ran(ledger, "last")) == ([1], [1], 2, [1])

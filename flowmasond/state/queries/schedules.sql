@@ -18,3 +18,27 @@ SET paused = excluded.paused, updated_at = excluded.updated_at;
 
 -- name: paused_schedules
 SELECT pipeline_id, schedule_id FROM schedule_state WHERE paused = 1;
+
+-- name: mark_schedule_seen
+-- Every load of a schedule: creates its state row, and sets first_seen_at once (migration 0003).
+INSERT INTO schedule_state (pipeline_id, schedule_id, paused, updated_at, first_seen_at)
+VALUES (:pipeline_id, :schedule_id, 0, :now, :now)
+ON CONFLICT (pipeline_id, schedule_id) DO UPDATE
+SET first_seen_at = excluded.first_seen_at
+WHERE schedule_state.first_seen_at IS NULL;
+
+-- name: schedule_state_of
+SELECT paused, first_seen_at FROM schedule_state
+WHERE pipeline_id = :pipeline_id AND schedule_id = :schedule_id;
+
+-- name: latest_fire
+-- A schedule's latest fire, with the status of the run it started (NULL: no run, or not found).
+SELECT f.fire_time, f.run_id, f.recorded_at, r.status AS run_status
+FROM schedule_fires AS f LEFT JOIN runs AS r ON r.run_id = f.run_id
+WHERE f.pipeline_id = :pipeline_id AND f.schedule_id = :schedule_id
+ORDER BY f.fire_time DESC
+LIMIT 1;
+
+-- name: run_statuses
+-- Statuses of the runs named in the JSON array :run_ids (unknown ids are left out).
+SELECT run_id, status FROM runs WHERE run_id IN (SELECT value FROM json_each(:run_ids));

@@ -1,0 +1,1 @@
+"""Scheduling parts used by ``flowmasond.scheduler``: cron math, clocks, misfire and overlap rules."""
