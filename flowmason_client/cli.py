@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flowmason_client.client import Client
 from flowmason_client.errors import ClientError, DaemonUnreachableError, RemoteError
+from flowmason_client.inputs import parse_inputs
 from flowmason_client.protocol import RunEvent, RunEventsResult
 
 EXIT_FAILED = 1
@@ -119,29 +120,7 @@ def _wait_for_daemon(socket_path: str | None, seconds: float) -> None:
 
 # -- commands ------------------------------------------------------------------------------------
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    if args.input_file:
-        data = json.loads(Path(args.input_file).read_text())
-        if not isinstance(data, dict):
-            raise ValueError("--input-file must hold a JSON object")
-        inputs.update(data)
-    if args.input:
-        try:
-            data = json.loads(args.input)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--input is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError("--input must be a JSON object")
-        inputs.update(data)
-    for item in args.set or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"-i expects key=value, got {item!r}")
-        try:
-            inputs[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            inputs[key] = raw
-    return inputs
+    return parse_inputs(input_json=args.input, input_file=args.input_file, pairs=args.set)
 
 
 def cmd_run(client: Client, args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from flowmason_client.inputs import parse_inputs
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.dag import DAGExecutor, RunOutcome
 from flowmasond.engine.hooks import ExecutionHooks
@@ -104,20 +105,4 @@ def main(args: Any) -> int:
 
 
 def _parse_inputs(args: Any) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    if args.input_file:
-        inputs.update(json.loads(Path(args.input_file).read_text()))
-    if args.input:
-        value = json.loads(args.input)
-        if not isinstance(value, dict):
-            raise ValueError("--input must be a JSON object")
-        inputs.update(value)
-    for item in args.set or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"-i expects key=value, got {item!r}")
-        try:
-            inputs[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            inputs[key] = raw
-    return inputs
+    return parse_inputs(input_json=args.input, input_file=args.input_file, pairs=args.set)

@@ -241,23 +241,15 @@ class LedgerRecord:
         _append_line(input.ledger, {"path": context.stage_path, "attempt": context.attempt,
                                     "run_id": context.run_id, "value": input.value,
                                     "pid": os.getpid(), "key": context.idempotency_key})
+        if input.hold_s:
+            await asyncio.sleep(input.hold_s)  # in flight after the side effect: the crash window
         return input.value
 
 
 @operator("unsafe_record", description="Like record, but declared not safe to repeat after a crash.",
           safe_to_repeat=False)
-class UnsafeLedgerRecord:
+class UnsafeLedgerRecord(LedgerRecord):
     """``record`` for a side effect that must not happen twice (e.g. charging a card)."""
-
-    Input = _RecordInput
-
-    async def execute(self, input: _RecordInput, context: ExecutionContext) -> Any:
-        _append_line(input.ledger, {"path": context.stage_path, "attempt": context.attempt,
-                                    "run_id": context.run_id, "value": input.value,
-                                    "pid": os.getpid(), "key": context.idempotency_key})
-        if input.hold_s:
-            await asyncio.sleep(input.hold_s)  # in flight after the side effect: the crash window
-        return input.value
 
 
 @operator("barrier", description="Wait until `parties` barrier stages of the same name are inside.")
