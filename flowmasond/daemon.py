@@ -240,8 +240,9 @@ class Daemon:
         while True:
             try:
                 pruned = await self.journal.prune(older_than_days=days)
-                if pruned:
-                    log.info("journal_pruned", runs=pruned, older_than_days=days)
+                if pruned.runs or pruned.pipelines:
+                    log.info("journal_pruned", runs=pruned.runs, pipelines=pruned.pipelines,
+                             pages_freed=pruned.pages_freed, older_than_days=days)
             except FlowmasonError as exc:
                 log.error("journal_prune_failed", error=str(exc))
             await asyncio.sleep(RETENTION_INTERVAL_S)

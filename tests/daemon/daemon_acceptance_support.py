@@ -129,12 +129,3 @@ def exchange(socket_path: Path, payload: bytes, *, timeout: float = 10.0) -> tup
         sock.close()
     return [line for line in received.split(b"\n") if line], closed
 
-
-def rpc(socket_path: Path, method: str, params: Any = None, *, request_id: int = 1) -> dict[str, Any]:
-    """One JSON-RPC call over a fresh raw connection; returns the decoded reply."""
-    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-    if params is not None:
-        message["params"] = params
-    lines, _ = exchange(socket_path, json.dumps(message).encode() + b"\n")
-    assert len(lines) == 1, lines
-    return json.loads(lines[0])

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from daemon_acceptance_support import GATED, ran, shell_stage, wait_until
+from daemon_acceptance_support import GATED, ran, wait_until
 from daemon_support import DaemonProcess
 
 
