@@ -110,12 +110,14 @@ def _wait_for_daemon(socket_path: str | None, seconds: float) -> None:
     while True:
         try:
             with Client(socket_path, timeout=2.0, connect_timeout=1.0) as client:
-                client.health()
-                return
+                if client.health().status != "starting":
+                    return
         except DaemonUnreachableError:
             if time.monotonic() >= deadline:
                 raise
-            time.sleep(0.1)
+        if time.monotonic() >= deadline:
+            return  # answering but still recovering: go ahead, the daemon accepts requests
+        time.sleep(0.1)
 
 
 # -- commands ------------------------------------------------------------------------------------

@@ -296,7 +296,7 @@ class Result(BaseModel):
 
 
 class HealthResult(Result):
-    """`health`: ``status`` is "ok", or "stopping" while the daemon shuts down."""
+    """`health`: ``status`` is "ok"; "starting" while it recovers runs; "stopping" while it shuts down."""
 
     status: str = "ok"
     version: str | None = None

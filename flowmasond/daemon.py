@@ -40,6 +40,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.stopping = False
+        self.ready = False  # True once recovery is done: `health` says "starting" until then
         self.started_monotonic = time.monotonic()
         # systemd's notify/watchdog/activation environment is read once, then removed so that
         # stage processes never inherit it (see flowmasond.sdnotify).
@@ -114,6 +115,7 @@ class Daemon:
             background = [asyncio.create_task(self._retention_loop(), name="retention")]
             # READY=1 only now: the journal is open, recovery is scheduled and the socket listens.
             self._last_status = self.status_line()
+            self.ready = True
             self.notifier.ready(self._last_status)
             if self.notifier.enabled:
                 background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))

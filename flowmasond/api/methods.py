@@ -95,7 +95,8 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     catalog = daemon.catalog
 
     async def health(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
-        return {"status": "stopping" if daemon.stopping else "ok", "version": __version__,
+        state = "stopping" if daemon.stopping else ("ok" if daemon.ready else "starting")
+        return {"status": state, "version": __version__,
                 "uptime_s": time.monotonic() - daemon.started_monotonic}
 
     async def version(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:

@@ -66,7 +66,8 @@ def test_a_client_that_connected_before_the_daemon_started_gets_its_answer(
     daemon = start_activated(daemon_factory(config=FAST), listening)
     with early, early.makefile("rb") as reply:
         answer = json.loads(reply.readline())
-    assert answer["id"] == 1 and answer["result"]["status"] == "ok", answer
+    # Served as soon as the socket is adopted, possibly while runs are still being recovered.
+    assert answer["id"] == 1 and answer["result"]["status"] in ("starting", "ok"), answer
     assert daemon.stop() == 0
 
 
