@@ -87,16 +87,21 @@ def _run_group(conn: sqlite3.Connection, group: list[_Request]) -> list[tuple[bo
         conn.execute("COMMIT")
         return [(True, value) for value in values]
     except _RequestFailed:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         return _run_group_isolated(conn, group)
     except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+        _rollback(conn)
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite has usually rolled back already after FULL/IOERR; a failing ROLLBACK must not hide
+    # the error that caused it.
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _run_group_isolated(conn: sqlite3.Connection, group: list[_Request]) -> list[tuple[bool, Any]]:
@@ -120,13 +125,7 @@ def _run_group_isolated(conn: sqlite3.Connection, group: list[_Request]) -> list
         conn.execute("COMMIT")
         return outcomes
     except BaseException:
-        # SQLite has usually rolled back already after FULL/IOERR; a failing ROLLBACK must not
-        # hide the error that caused it.
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+        _rollback(conn)
         raise
 
 
