@@ -46,6 +46,17 @@ class Reply:
 ReplySource = Reply | Callable[[Received], Reply]
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A client that gave up (a timeout test) is expected here, not a traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeChatServer:
     """Speaks POST /v1/chat/completions on 127.0.0.1; answers queued replies, then ``default``."""
 
@@ -55,7 +66,7 @@ class FakeChatServer:
         self._queue: deque[ReplySource] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = QuietHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
