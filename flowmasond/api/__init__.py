@@ -1,0 +1,1 @@
+"""The control socket: framing, peer credentials, method dispatch, and the methods themselves."""
