@@ -233,7 +233,15 @@ class JournalWriter:
                 if self._pending:
                     group, self._pending = self._pending, []
                     self._cancel_flush()
-                    await self._commit(group)
+                    try:
+                        await self._commit(group)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a writer bug must not hang every waiter
+                        log.exception("journal writer error", path=str(self._path), requests=len(group))
+                        for request in group:
+                            self._fail(request, JournalError(f"internal journal writer error: {exc}",
+                                                             operation=request.label, path=str(self._path)))
                 elif self._closing:
                     return
         finally:
