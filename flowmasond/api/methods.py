@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -26,7 +25,7 @@ from flowmasond import __version__
 from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.framing import RpcError
 from flowmasond.api.peercred import PeerInfo
-from flowmasond.engine.types import ErrorType, RunStatus, StageStatus
+from flowmasond.engine.types import ErrorType, RunStatus
 from flowmasond.errors import PermissionDeniedError, PipelineValidationError, StageError
 from flowmasond.pipelines.loader import load_pipeline_dict, load_pipeline_file
 from flowmasond.scheduling.entries import ScheduleNotFoundError
@@ -244,5 +243,3 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     d.register("schedules.trigger", schedules_trigger, ScheduleRefParams, mutating=True)
     return d
 
-
-_ = (json, StageStatus)  # re-exported types used by callers' annotations

@@ -10,19 +10,13 @@ from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.checkpoint import MemoryRunStore
 from flowmasond.engine.types import RunStatus
 from flowmasond.testing import EventRecorder, read_ledger
+from flowmasond.components.operators.shell import process_alive
 
 # How long a test waits for something that should happen at once (processes to appear or vanish).
 DEADLINE_S = 5.0
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (zombies count as dead: nobody may reap them in a container)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
-    state = stat[stat.rfind(b")") + 2:].split()[0]
-    return state not in (b"Z", b"X")
+_alive = process_alive  # one /proc reading, shared with the shell operator
 
 
 async def _read_pid(path: Path) -> int:

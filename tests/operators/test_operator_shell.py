@@ -13,20 +13,14 @@ from pydantic import ValidationError
 
 from flowmasond.engine.types import ErrorType
 from flowmasond.errors import ComponentError
+from flowmasond.components.operators.shell import process_alive
 
 RunOperator = Callable[..., Awaitable[Any]]
 
 DEADLINE_S = 10.0  # generous: the machine is shared; polls return as soon as the condition holds
 
 
-def alive(pid: int) -> bool:
-    """A process counts as alive unless it is gone or a zombie (our test init never reaps orphans)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
-    state = stat[stat.rfind(b")") + 2:].split()[0]
-    return state not in (b"Z", b"X")
+alive = process_alive  # one /proc reading, shared with the shell operator
 
 
 async def wait_until(predicate, what: str) -> None:

@@ -232,16 +232,30 @@ def group_alive(pgid: int) -> bool:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = _proc_stat(int(entry))
+        if fields is not None and len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in _DEAD:
             return True
     return False
+
+
+_DEAD = (b"Z", b"X")  # zombie, dead: gone as far as a stage is concerned
+
+
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, pgrp, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a zombie nobody reaps (containers) counts as gone."""
+    fields = _proc_stat(pid)
+    return fields is not None and bool(fields) and fields[0] not in _DEAD
 
 
 def _exit_error(exit_code: int, stdout: str, stderr: str, input: Shell.Input,
