@@ -27,7 +27,8 @@ WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 # Enough for every named query, so statements are compiled once per connection.
 STATEMENT_CACHE_SIZE = 256
 
-# SQLite primary result codes that mean the storage under the journal failed.
+# SQLite primary result codes.
+_SQLITE_BUSY = 5
 _SQLITE_FULL = 13
 
 
@@ -67,7 +68,9 @@ def create_private_file(path: Path) -> None:
 
 async def connect(path: Path) -> aiosqlite.Connection:
     """An aiosqlite connection in autocommit mode: the journal issues BEGIN/COMMIT itself."""
-    return await aiosqlite.connect(path, isolation_level=None,
+    # check_same_thread=False: the writer commits small groups on the loop's thread and the rest
+    # on aiosqlite's thread, never both at once (flowmasond.journal.writer).
+    return await aiosqlite.connect(path, isolation_level=None, check_same_thread=False,
                                    cached_statements=STATEMENT_CACHE_SIZE)
 
 
@@ -103,6 +106,17 @@ async def in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any
         return fn(conn._conn, *args)  # noqa: SLF001 - see docstring
 
     return await conn._execute(call)  # noqa: SLF001
+
+
+def set_busy_timeout(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """How long statements on ``conn`` wait for another connection's lock (0: not at all)."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for SQLITE_BUSY: another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == _SQLITE_BUSY
 
 
 def is_storage_fault(exc: BaseException) -> bool:

@@ -75,11 +75,13 @@ class Journal:
                    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
                    flush_delay_s: float = DEFAULT_FLUSH_DELAY_S,
                    max_size_bytes: int | None = None,
-                   clock: Callable[[], float] = time.time) -> Journal:
+                   clock: Callable[[], float] = time.time,
+                   inline_commits: bool = True) -> Journal:
         """Open (creating or migrating) the journal at ``path``.
 
         ``synchronous``: FULL (default) makes every commit wait for fsync; NORMAL survives process
         crashes but may lose the last commits on power loss. ``clock`` lets tests drive time.
+        ``inline_commits=False`` runs every transaction on the writer thread (see the writer).
         Raises ``SchemaTooNewError`` for a journal written by a newer flowmasond (left untouched).
         """
         path = Path(path)
@@ -107,8 +109,14 @@ class Journal:
             raise
         if applied:
             log.info("journal migrated", path=str(path), applied=applied)
-        writer = JournalWriter(writer_conn, path=path, flush_delay_s=flush_delay_s)
-        writer.start()
+        writer = JournalWriter(writer_conn, path=path, flush_delay_s=flush_delay_s,
+                               busy_timeout_ms=busy_timeout_ms, inline_commits=inline_commits)
+        try:
+            await writer.start()
+        except BaseException:
+            await reader_conn.close()
+            await writer_conn.close()
+            raise
         return cls(path=path, writer_conn=writer_conn, reader_conn=reader_conn, writer=writer,
                    clock=clock)
 

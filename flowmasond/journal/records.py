@@ -20,32 +20,21 @@ _STATUS = {status.value: status for status in StageStatus}
 _ERROR_TYPE = {error_type.value: error_type for error_type in ErrorType}
 
 
-def result_params(result: ComponentResult) -> dict[str, Any]:
-    """The ``insert_result`` parameters of ``result`` (all but run_id, seq, path and now)."""
+def result_values(result: ComponentResult) -> tuple[Any, ...]:
+    """``insert_result`` parameters ?4 to ?19 of ``result``, in the order the query lists them."""
     usage = result.usage
-    return {
-        "stage_id": result.stage_id,
-        "component_type": result.component_type,
-        "status": result.status.value,
-        "output": dumps_or_none(result.output),
-        "error": result.error,
-        "error_type": result.error_type.value if result.error_type else None,
-        "attempts": result.attempts,
-        "started_at": result.started_at,
-        "finished_at": result.finished_at,
-        "handled": int(result.handled),
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cost_usd": usage.cost_usd,
-        "duration_ms": usage.duration_ms,
-        "provider": usage.provider,
-        "model": usage.model,
-    }
+    error_type = result.error_type
+    return (result.stage_id, result.component_type, result.status.value,
+            dumps_or_none(result.output), result.error,
+            None if error_type is None else error_type.value, result.attempts,
+            result.started_at, result.finished_at, 1 if result.handled else 0,
+            usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.duration_ms,
+            usage.provider, usage.model)
 
 
-def decision_params(decision: dict[str, Any]) -> dict[str, Any]:
-    """The ``insert_decision`` parameters of a control-flow decision."""
-    return {"decision": dumps(decision)}
+def decision_value(decision: dict[str, Any]) -> str:
+    """``insert_decision`` parameter ?4: the decision as a JSON document."""
+    return dumps(decision)
 
 
 def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:

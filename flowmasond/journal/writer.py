@@ -1,15 +1,23 @@
 """The journal's single writer: one connection, one task, group commit.
 
-Every write is a *request*: a function run on the writer connection's thread inside a
-transaction. The writer task takes everything queued, runs it in one ``BEGIN IMMEDIATE``
-transaction (one fsync with ``synchronous=FULL``) and resolves each requester after ``COMMIT``.
-Requests that arrive while a transaction is committing form the next group, so stages finishing
-together share one fsync without any waiting on a timer.
+Every write is a *request*: a function run on the writer connection inside a transaction. The
+writer task takes everything queued, runs it in one ``BEGIN IMMEDIATE`` transaction (one fsync with
+``synchronous=FULL``) and resolves each requester after ``COMMIT``. Requests that arrive while a
+transaction is committing form the next group, so stages finishing together share one fsync
+without any waiting on a timer.
 
-Each request runs under its own SAVEPOINT: a request that fails on its own (a constraint, a run
-that does not exist) is rolled back alone and its requester gets the error; a storage fault
-(disk full, I/O error, busy timeout) rolls back the whole group and every requester in it gets a
-``JournalError``. Either way the writer task stays alive for the next group.
+Where a group runs: a small group on a fast disk commits *inline*, on the event loop's thread. A
+hop to aiosqlite's thread and back, and the two threads taking turns at the GIL, cost more than the
+whole transaction apart from its fsync, and a stage whose result must be durable before the next
+one starts has to wait for that hop. Whatever could block the loop goes to the connection's own
+thread instead: a large group, any group while recent commits have been slow (a slow or failing
+disk), a group whose ``BEGIN IMMEDIATE`` finds the database locked (the inline attempt never waits
+for a lock; the threaded one waits up to the busy timeout), WAL checkpoints, and maintenance calls.
+
+Each request runs under its own SAVEPOINT when needed: a request that fails on its own (a
+constraint, a run that does not exist) is rolled back alone and its requester gets the error; a
+storage fault (disk full, I/O error, busy timeout) rolls back the whole group and every requester in
+it gets a ``JournalError``. Either way the writer task stays alive for the next group.
 
 Deferred requests (``write_later``: non-durable attempt starts, informational events) never start
 a transaction by themselves: they ride along with the next durable group, or are flushed after
@@ -22,6 +30,8 @@ import asyncio
 import os
 import signal
 import sqlite3
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -30,7 +40,8 @@ import aiosqlite
 import structlog
 
 from flowmasond.errors import JournalError
-from flowmasond.journal.connections import in_thread, is_storage_fault, storage_error
+from flowmasond.journal.connections import (in_thread, is_busy, is_storage_fault,
+                                            set_busy_timeout, storage_error)
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
@@ -42,6 +53,20 @@ DEFAULT_FLUSH_DELAY_S = 0.05
 # Crash-test failpoint: SIGKILL this process right after the N-th transaction commits, before any
 # requester learns of it (the worst moment: durable on disk, unacknowledged in memory).
 FAILPOINT_ENV = 'FLOWMASON_FAILPOINT_KILL_AFTER_COMMIT'
+# A group of more requests than this commits on the writer thread: it is a busy moment, and the
+# loop has other runs to serve while the transaction runs.
+INLINE_MAX_REQUESTS = 64
+# When inline commits get slow, commits move to the writer thread for INLINE_BACKOFF_S: the disk is
+# slow or failing, and the loop must keep serving the socket and the watchdog meanwhile. "Slow" is
+# a moving average above INLINE_SLOW_S (single fsyncs of 10-20 ms are normal on a busy disk and
+# must not flip the mode), or one commit above INLINE_STALL_S.
+INLINE_SLOW_S = 0.005
+INLINE_STALL_S = 0.100
+INLINE_AVERAGE_WEIGHT = 0.1  # of the newest commit in the moving average
+INLINE_BACKOFF_S = 30.0
+# WAL checkpoints run on the writer thread every this many transactions, instead of inside whatever
+# COMMIT crosses SQLite's auto-checkpoint threshold (which may be an inline one).
+CHECKPOINT_EVERY = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +79,8 @@ class WriterStats:
     durable_requests: int  # of which awaited by a requester
     deferred_requests: int  # of which riding along (write_later)
     largest_group: int  # most requests committed in one transaction
+    inline_transactions: int  # of the committed groups, those run on the event loop's thread
+    checkpoints: int  # WAL checkpoints run by the writer
 
 
 @dataclass(slots=True)
@@ -67,14 +94,20 @@ class _RequestFailed(Exception):
     """A request of the fast path failed on its own; the group is retried with savepoints."""
 
 
-def _run_group(conn: sqlite3.Connection, group: list[_Request]) -> list[tuple[bool, Any]]:
-    """Run on the writer thread: one transaction for the whole group.
+class _LockedOut(Exception):
+    """The inline ``BEGIN IMMEDIATE`` found the database locked; the group goes to the thread."""
+
+
+def _run_group(conn: sqlite3.Connection, group: list[_Request], *,
+               begun: bool = False) -> list[tuple[bool, Any]]:
+    """One transaction for the whole group (``begun``: BEGIN IMMEDIATE was already issued).
 
     The common case (every request succeeds) runs without savepoints: four statements fewer per
     request on the hot path. If a request fails on its own, the transaction is rolled back and the
     group runs again with one savepoint per request, so only the failing request is refused.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    if not begun:
+        conn.execute("BEGIN IMMEDIATE")
     try:
         values = []
         for request in group:
@@ -92,6 +125,35 @@ def _run_group(conn: sqlite3.Connection, group: list[_Request]) -> list[tuple[bo
     except BaseException:
         _rollback(conn)
         raise
+
+
+def _run_group_inline(conn: sqlite3.Connection, group: list[_Request]) -> list[tuple[bool, Any]]:
+    """``_run_group`` on the loop's thread; raises ``_LockedOut`` instead of waiting for a lock.
+
+    The connection's busy timeout is 0 between threaded operations, so BEGIN IMMEDIATE returns
+    SQLITE_BUSY at once when another connection holds the write lock.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise _LockedOut() from exc
+        raise
+    return _run_group(conn, group, begun=True)
+
+
+def _with_busy_timeout(conn: sqlite3.Connection, busy_timeout_ms: int,
+                       fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(conn, *args)`` on the writer thread, waiting up to the busy timeout for locks."""
+    set_busy_timeout(conn, busy_timeout_ms)
+    try:
+        return fn(conn, *args)
+    finally:
+        set_busy_timeout(conn, 0)
+
+
+def _checkpoint_passive(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -129,15 +191,27 @@ def _run_group_isolated(conn: sqlite3.Connection, group: list[_Request]) -> list
         raise
 
 
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
 class JournalWriter:
     """Owns the writer connection; serialises every write through one group-committing task."""
 
     def __init__(self, conn: aiosqlite.Connection, *, path: Path,
-                 flush_delay_s: float = DEFAULT_FLUSH_DELAY_S) -> None:
+                 flush_delay_s: float = DEFAULT_FLUSH_DELAY_S, busy_timeout_ms: int = 5000,
+                 inline_commits: bool = True) -> None:
         self._conn = conn
         self._path = path
         self._flush_delay_s = flush_delay_s
+        self._busy_timeout_ms = busy_timeout_ms
+        self._inline_commits = inline_commits
+        self._threaded_until = 0.0  # monotonic time until which inline commits are off
+        self._inline_average_s = 0.0  # moving average of inline commit durations
         self._pending: list[_Request] = []
+        self._calls: deque[_Call] = deque()
         self._wake = asyncio.Event()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._closing = False
@@ -145,20 +219,28 @@ class JournalWriter:
         self._task: asyncio.Task[None] | None = None
         self._committed = asyncio.Event()
         self._transactions = 0
+        self._inline = 0
         self._failed = 0
         self._requests = 0
         self._durable = 0
         self._deferred = 0
         self._largest = 0
+        self._checkpoints = 0
+        self._since_checkpoint = 0
         self._kill_after = int(os.environ.get(FAILPOINT_ENV) or 0)
 
-    def start(self) -> None:
-        """Start the writer task."""
+    async def start(self) -> None:
+        """Start the writer task (the connection must be configured and migrated)."""
+        # Between threaded operations the connection does not wait for locks: an inline BEGIN
+        # must fail at once rather than block the loop. SQLite's own checkpoints are replaced by
+        # the writer's, on the thread (CHECKPOINT_EVERY).
+        await in_thread(self._conn, _configure_for_writer, self._inline_commits,
+                        self._busy_timeout_ms)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
 
     @property
     def committing(self) -> bool:
-        """True while a transaction is running on the writer thread."""
+        """True while a transaction is running (observable while it runs on the writer thread)."""
         return self._committing
 
     @property
@@ -169,7 +251,7 @@ class JournalWriter:
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
         return WriterStats(self._transactions, self._failed, self._requests, self._durable,
-                           self._deferred, self._largest)
+                           self._deferred, self._largest, self._inline, self._checkpoints)
 
     def commit_signal(self) -> asyncio.Event:
         """An event set by the next successful commit (take it *before* reading, then wait)."""
@@ -192,8 +274,17 @@ class JournalWriter:
                 self._flush_delay_s, self._flush_due)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the writer thread between transactions (pragmas, checkpoint, vacuum)."""
-        return await in_thread(self._conn, fn)
+        """Run ``fn`` on the writer thread between transactions (pragmas, checkpoint, vacuum).
+
+        It waits up to the busy timeout for locks. While the writer task runs, the call is queued
+        to it, so the connection is never used by the loop and the thread at once.
+        """
+        if self._task is None or self._task.done():
+            return await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms, fn)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.append(_Call(fn, future))
+        self._wake.set()
+        return await future
 
     async def close(self) -> None:
         """Commit whatever is queued (deferred writes included), then stop the task."""
@@ -230,6 +321,8 @@ class JournalWriter:
                 if not self._closing:
                     await self._wake.wait()
                 self._wake.clear()
+                while self._calls:
+                    await self._run_call(self._calls.popleft())
                 if self._pending:
                     group, self._pending = self._pending, []
                     self._cancel_flush()
@@ -242,7 +335,9 @@ class JournalWriter:
                         for request in group:
                             self._fail(request, JournalError(f"internal journal writer error: {exc}",
                                                              operation=request.label, path=str(self._path)))
-                elif self._closing:
+                    if self._since_checkpoint >= CHECKPOINT_EVERY:
+                        await self._checkpoint()
+                elif self._closing and not self._calls:
                     return
         finally:
             # Only reached with requests left if the task itself was cancelled.
@@ -250,11 +345,75 @@ class JournalWriter:
             for request in leftover:
                 self._fail(request, JournalError("the journal writer stopped",
                                                  operation=request.label, path=str(self._path)))
+            while self._calls:
+                call = self._calls.popleft()
+                if not call.future.done():
+                    call.future.set_exception(JournalError(
+                        "the journal writer stopped", operation="call", path=str(self._path)))
+
+    async def _run_call(self, call: _Call) -> None:
+        try:
+            value = await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms, call.fn)
+        except asyncio.CancelledError:
+            if not call.future.done():
+                call.future.cancel()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+            if not call.future.done():
+                call.future.set_exception(exc)
+            return
+        if not call.future.done():
+            call.future.set_result(value)
+
+    async def _checkpoint(self) -> None:
+        self._since_checkpoint = 0
+        try:
+            await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms,
+                            _checkpoint_passive)
+        except sqlite3.Error as exc:
+            # Not fatal: the WAL keeps growing until a later checkpoint succeeds.
+            log.warning("journal checkpoint failed", path=str(self._path), error=str(exc))
+            return
+        self._checkpoints += 1
+
+    def _inline_allowed(self, group: list[_Request]) -> bool:
+        return (self._inline_commits and len(group) <= INLINE_MAX_REQUESTS
+                and time.monotonic() >= self._threaded_until)
+
+    def _note_inline_duration(self, elapsed: float) -> None:
+        average = self._inline_average_s
+        average += INLINE_AVERAGE_WEIGHT * (elapsed - average)
+        self._inline_average_s = average
+        if elapsed > INLINE_STALL_S or average > INLINE_SLOW_S:
+            self._move_off_loop(reason="slow commits", commit_ms=round(elapsed * 1000, 1),
+                                average_ms=round(average * 1000, 1))
+
+    def _move_off_loop(self, **context: Any) -> None:
+        self._threaded_until = time.monotonic() + INLINE_BACKOFF_S
+        self._inline_average_s = 0.0
+        if self._inline_commits:
+            log.info("journal commits move to the writer thread for a while", path=str(self._path),
+                     backoff_s=INLINE_BACKOFF_S, **context)
+
+    async def _run_transaction(self, group: list[_Request]) -> tuple[list[tuple[bool, Any]], bool]:
+        """Run the group inline when allowed, else (or when locked out) on the writer thread."""
+        if self._inline_allowed(group):
+            started = time.monotonic()
+            try:
+                outcomes = _run_group_inline(self._conn._conn, group)  # noqa: SLF001 - see docstring
+            except _LockedOut:
+                pass  # another connection holds the write lock: wait for it on the thread
+            else:
+                self._note_inline_duration(time.monotonic() - started)
+                return outcomes, True
+        outcomes = await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms,
+                                   _run_group, group)
+        return outcomes, False
 
     async def _commit(self, group: list[_Request]) -> None:
         self._committing = True
         try:
-            outcomes = await in_thread(self._conn, _run_group, group)
+            outcomes, inline = await self._run_transaction(group)
         except asyncio.CancelledError:
             # The writer task itself is being torn down: the group's outcome is unknown.
             for request in group:
@@ -262,7 +421,9 @@ class JournalWriter:
                                                  operation=request.label, path=str(self._path)))
             raise
         except Exception as exc:  # noqa: BLE001 - every storage fault goes to the requesters
-            self._count(group, committed=False)
+            self._count(group, committed=False, inline=False)
+            # A failing disk must not block the loop on the next attempts either.
+            self._move_off_loop(reason="storage fault", error=str(exc))
             log.error("journal transaction rolled back", path=str(self._path),
                       requests=len(group), error=str(exc))
             for request in group:
@@ -270,7 +431,7 @@ class JournalWriter:
             return
         finally:
             self._committing = False
-        self._count(group, committed=True)
+        self._count(group, committed=True, inline=inline)
         if self._kill_after and self._transactions >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
         for request, (ok, value) in zip(group, outcomes):
@@ -284,13 +445,15 @@ class JournalWriter:
         committed, self._committed = self._committed, asyncio.Event()
         committed.set()
 
-    def _count(self, group: list[_Request], *, committed: bool) -> None:
+    def _count(self, group: list[_Request], *, committed: bool, inline: bool) -> None:
         deferred = sum(1 for r in group if r.future is None)
         self._requests += len(group)
         self._deferred += deferred
         self._durable += len(group) - deferred
         if committed:
             self._transactions += 1
+            self._since_checkpoint += 1
+            self._inline += inline
             self._largest = max(self._largest, len(group))
         else:
             self._failed += 1
@@ -301,3 +464,9 @@ class JournalWriter:
                         operation=request.label, error=str(error))
         elif not request.future.done():
             request.future.set_exception(error)
+
+
+def _configure_for_writer(conn: sqlite3.Connection, inline_commits: bool,
+                          busy_timeout_ms: int) -> None:
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    set_busy_timeout(conn, 0 if inline_commits else busy_timeout_ms)

@@ -21,9 +21,11 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def journal(db_path: Path) -> AsyncIterator[Journal]:
-    j = await Journal.open(db_path)
+@pytest.fixture(params=[True, False], ids=["inline", "threaded"])
+async def journal(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Journal]:
+    """A journal whose small groups commit on the loop's thread, or one that always uses the
+    writer thread: every behaviour must hold either way."""
+    j = await Journal.open(db_path, inline_commits=request.param)
     try:
         yield j
     finally:

@@ -6,6 +6,7 @@ import dataclasses
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from journal_helpers import file_digest, make_pipeline
@@ -133,7 +134,10 @@ def test_every_query_block_compiles(tmp_path: Path) -> None:
             sql = getattr(queries(), name)
             if sql.lstrip().upper().startswith("PRAGMA"):
                 continue
-            conn.execute(f"EXPLAIN {sql}", {p: None for p in re.findall(r":(\w+)", sql)})
+            numbered = [int(n) for n in re.findall(r"\?(\d+)", sql)]
+            params: Any = ((None,) * max(numbered) if numbered
+                           else {p: None for p in re.findall(r":(\w+)", sql)})
+            conn.execute(f"EXPLAIN {sql}", params)
     finally:
         conn.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import pytest
 from journal_helpers import make_pipeline, make_result
@@ -11,6 +12,8 @@ from journal_helpers import make_pipeline, make_result
 from flowmasond.engine.checkpoint import Record
 from flowmasond.errors import JournalError, RunNotFoundError
 from flowmasond.journal import Journal
+
+Opener = Callable[..., Awaitable[Journal]]
 
 
 async def test_concurrent_commits_share_transactions(journal: Journal) -> None:
@@ -28,8 +31,10 @@ async def test_concurrent_commits_share_transactions(journal: Journal) -> None:
     assert sorted((await journal.load_snapshot("r")).results) == sorted(f"s{i}" for i in range(20))
 
 
-async def test_commits_arriving_during_a_commit_form_the_next_group(journal: Journal) -> None:
+async def test_commits_arriving_during_a_commit_form_the_next_group(open_journal: Opener) -> None:
     """Requests queued while a transaction commits are committed together in the next one."""
+    # Only a transaction on the writer thread lets the loop queue requests while it commits.
+    journal = await open_journal(inline_commits=False)
     await journal.create_run("r", make_pipeline(), {})
     store = journal.run_store("r")
     first = asyncio.create_task(store.commit([Record.of_result("first", make_result("first"))]))

@@ -19,7 +19,7 @@ async def test_an_unexpected_writer_error_fails_the_group_and_the_writer_keeps_g
         writer = journal.writer
         original = writer._count
 
-        def broken(group: list, *, committed: bool) -> None:  # type: ignore[type-arg]
+        def broken(group: list, **flags: bool) -> None:  # type: ignore[type-arg]
             writer._count = original  # break exactly one group
             raise RuntimeError("simulated writer bug")
 

@@ -1,24 +1,33 @@
 -- What a run commits: records (results and decisions) and attempt starts.
 
--- name: last_record_seq
-SELECT coalesce(max(seq), 0) FROM run_records WHERE run_id = :run_id;
+-- The three hot-path inserts below take positional parameters (binding 19 named ones costs more
+-- than the rest of the statement); flowmasond.journal.records builds the tuples in this order.
 
 -- name: insert_result
+-- ?1 run_id, ?2 path, ?3 committed_at, then the result: ?4 stage_id, ?5 component_type,
+-- ?6 status, ?7 output, ?8 error, ?9 error_type, ?10 attempts, ?11 started_at, ?12 finished_at,
+-- ?13 handled, ?14 input_tokens, ?15 output_tokens, ?16 cost_usd, ?17 duration_ms, ?18 provider,
+-- ?19 model. seq is the run's next number (1, 2, 3... without gaps), taken inside the INSERT; the
+-- trigger run_records_event writes the matching stage event.
 INSERT INTO run_records (run_id, seq, kind, path, committed_at, stage_id, component_type, status,
                          output, error, error_type, attempts, started_at, finished_at, handled,
                          input_tokens, output_tokens, cost_usd, duration_ms, provider, model)
-VALUES (:run_id, :seq, 'result', :path, :now, :stage_id, :component_type, :status,
-        :output, :error, :error_type, :attempts, :started_at, :finished_at, :handled,
-        :input_tokens, :output_tokens, :cost_usd, :duration_ms, :provider, :model);
+SELECT ?1, coalesce(max(seq), 0) + 1, 'result', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+       ?13, ?14, ?15, ?16, ?17, ?18, ?19
+FROM run_records WHERE run_id = ?1;
 
 -- name: insert_decision
+-- ?1 run_id, ?2 path, ?3 committed_at, ?4 decision (JSON).
 INSERT INTO run_records (run_id, seq, kind, path, committed_at, decision)
-VALUES (:run_id, :seq, 'decision', :path, :now, :decision);
+SELECT ?1, coalesce(max(seq), 0) + 1, 'decision', ?2, ?3, ?4
+FROM run_records WHERE run_id = ?1;
 
 -- name: insert_attempt
--- Starting the same attempt twice (a retried non-durable write) is a no-op.
+-- ?1 run_id, ?2 path, ?3 attempt, ?4 started_at. Starting the same attempt twice (a retried
+-- non-durable write) is a no-op; the trigger run_attempts_event writes the stage.started /
+-- stage.retry event of a new row.
 INSERT INTO run_attempts (run_id, path, attempt, started_at)
-VALUES (:run_id, :path, :attempt, :now)
+VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (run_id, path, attempt) DO NOTHING;
 
 -- name: run_exists
