@@ -40,31 +40,35 @@ def decision_value(decision: dict[str, Any]) -> str:
 def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
     """Rebuild ``run_id``'s snapshot (None if there is no such run); runs on a reader thread."""
     q = queries()
-    params = {"run_id": run_id}
     cursor = conn.cursor()
     cursor.row_factory = None  # plain tuples: unpacked positionally below, and cheaper
     # One read transaction: records and attempts from the same committed state.
     cursor.execute("BEGIN")
     try:
-        if cursor.execute(q.run_exists, params).fetchone() is None:
+        if cursor.execute(q.run_exists, {"run_id": run_id}).fetchone() is None:
             return None
-        records = cursor.execute(q.snapshot_records, params).fetchall()
-        attempts = cursor.execute(q.snapshot_attempts, params).fetchall()
+        records = cursor.execute(q.snapshot_records, (run_id,)).fetchall()
+        attempts = cursor.execute(q.snapshot_attempts, (run_id,)).fetchall()
     finally:
         cursor.execute("COMMIT")
     snapshot = RunSnapshot()
     results, decisions = snapshot.results, snapshot.decisions
     loads, status_of, error_type_of = json.loads, _STATUS.__getitem__, _ERROR_TYPE.get
+    result_of, usage_of = ComponentResult, UsageMetrics
     for (kind, path, decision, stage_id, component_type, status, output, error, error_type,
-         input_tokens, output_tokens, cost_usd, duration_ms, provider, model,
-         attempts_made, started_at, finished_at, handled) in records:
+         llm_usage, duration_ms, attempts_made, started_at, finished_at, handled) in records:
         if kind == "result":
-            results[path] = ComponentResult(
+            if llm_usage is None:
+                usage = usage_of(0, 0, 0.0, duration_ms, None, None)
+            else:
+                input_tokens, output_tokens, cost_usd, provider, model = loads(llm_usage)
+                usage = usage_of(input_tokens, output_tokens, cost_usd, duration_ms, provider,
+                                 model)
+            results[path] = result_of(
                 stage_id, component_type, status_of(status),
                 None if output is None else loads(output), error,
                 None if error_type is None else error_type_of(error_type),
-                UsageMetrics(input_tokens, output_tokens, cost_usd, duration_ms, provider, model),
-                attempts_made, started_at, finished_at, bool(handled))
+                usage, attempts_made, started_at, finished_at, handled == 1)
         else:
             decisions[path] = loads(decision)
     snapshot.attempts = {path: attempt for path, attempt in attempts}

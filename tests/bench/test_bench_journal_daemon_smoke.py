@@ -19,11 +19,14 @@ def _quick(script: str) -> str:
 
 
 def test_journal_benchmark_prints_raw_commit_modes_resume_and_aims() -> None:
-    """The journal benchmark reports the raw-commit baseline, each journal mode, resume times and verdicts."""
+    """The journal benchmark reports the raw-commit baseline, each journal mode, the interleaved
+    chain / raw / floor figures, resume times and verdicts."""
     out = _quick("bench_journal.py")
-    assert re.search(rf"FULL {NUMBER} µs, NORMAL {NUMBER} µs", out), out
+    assert re.search(rf"FULL median {NUMBER} µs \(mean {NUMBER}\), NORMAL median {NUMBER} µs", out), out
     for mode in ("off", "NORMAL", "FULL"):
         assert re.search(rf"journal {mode}\s*:\s+{NUMBER} µs/stage, {NUMBER} commits/stage", out), (mode, out)
+    assert re.search(rf"raw commit {NUMBER} µs; chain {NUMBER} µs/stage; floor {NUMBER} µs/stage", out), out
+    assert re.search(rf"floor / raw: {NUMBER}x; chain / floor .*: {NUMBER}x", out), out
     assert len(re.findall(rf"committed stages:\s+{NUMBER} ms", out)) == 2, out
     assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 4, out
 

@@ -35,11 +35,15 @@ SELECT 1 FROM runs WHERE run_id = :run_id;
 
 -- name: snapshot_records
 -- Applied in order: the latest record per (kind, path) wins. Column order is what
--- flowmasond.journal.snapshot unpacks.
+-- flowmasond.journal.records.read_snapshot unpacks. The LLM usage columns come back as one
+-- JSON array, or NULL when they hold their defaults (most stages): fewer values to convert
+-- per row when a resume loads thousands of records.
 SELECT kind, path, decision, stage_id, component_type, status, output, error, error_type,
-       input_tokens, output_tokens, cost_usd, duration_ms, provider, model,
-       attempts, started_at, finished_at, handled
-FROM run_records WHERE run_id = :run_id ORDER BY seq;
+       CASE WHEN input_tokens = 0 AND output_tokens = 0 AND cost_usd = 0
+                 AND provider IS NULL AND model IS NULL THEN NULL
+            ELSE json_array(input_tokens, output_tokens, cost_usd, provider, model) END,
+       duration_ms, attempts, started_at, finished_at, handled
+FROM run_records WHERE run_id = ?1 ORDER BY seq;
 
 -- name: snapshot_attempts
-SELECT path, max(attempt) FROM run_attempts WHERE run_id = :run_id GROUP BY path;
+SELECT path, max(attempt) FROM run_attempts WHERE run_id = ?1 GROUP BY path;
