@@ -60,6 +60,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send(int(path.rsplit("/", 1)[1]), b"status body")
         elif path == "/redirect":
             self._send(302, headers={"Location": "/json"})
+        elif path.startswith("/big/"):
+            self._send(200, b"b" * int(path.rsplit("/", 1)[1]))
+        elif path.startswith("/unsized/"):
+            # No Content-Length: the body ends when the connection closes (HTTP/1.0).
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            chunk = b"u" * 65536
+            for _ in range(int(path.rsplit("/", 1)[1]) // len(chunk)):
+                self.wfile.write(chunk)
         elif path == "/slow":
             self.release.wait(10)
             self._send(200, b"late")
@@ -276,3 +286,29 @@ def test_classify_status_other_4xx_are_not_retryable() -> None:
     """Every 4xx except 408 and 429 classifies as non-retryable."""
     retryable = {s for s in range(400, 500) if classify_status(s).retryable}
     assert retryable == {408, 429}
+
+
+async def test_a_body_larger_than_max_response_bytes_is_refused(run_operator: RunOperator,
+                                                               server: str) -> None:
+    """A response declaring more than max_response_bytes fails with VALIDATION naming the limit."""
+    with pytest.raises(ComponentError) as info:
+        await run_operator("http_request", {"url": f"{server}/big/2000", "max_response_bytes": 1000})
+    assert info.value.error_type is ErrorType.VALIDATION
+    assert "max_response_bytes (1000 bytes)" in str(info.value)
+    assert info.value.context["max_response_bytes"] == 1000
+    assert info.value.context["url"] == f"{server}/big/2000"
+
+
+async def test_an_unsized_body_is_cut_off_at_the_limit(run_operator: RunOperator, server: str) -> None:
+    """A body without Content-Length that runs past the limit is refused too."""
+    with pytest.raises(ComponentError) as info:
+        await run_operator("http_request", {"url": f"{server}/unsized/4194304",
+                                            "max_response_bytes": 100_000})
+    assert info.value.error_type is ErrorType.VALIDATION
+    assert "max_response_bytes" in str(info.value)
+
+
+async def test_a_body_exactly_at_the_limit_is_accepted(run_operator: RunOperator, server: str) -> None:
+    """max_response_bytes is inclusive."""
+    out = await run_operator("http_request", {"url": f"{server}/big/1000", "max_response_bytes": 1000})
+    assert out.text == "b" * 1000

@@ -27,6 +27,9 @@ from flowmasond.errors import ComponentError
 DEFAULT_TIMEOUT_S = 25.0
 # How much of an error response's body a failure quotes.
 ERROR_BODY_CHARS = 500
+# The largest body a stage accepts unless it sets max_response_bytes: the body becomes the stage's
+# output, which is journaled and held in memory by every later stage of the run.
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 QueryValue = str | int | float | bool | None
 
@@ -57,6 +60,7 @@ class HttpRequest:
         expected_status: list[int] | None = None  # None: any 2xx
         parse_json: bool | None = None  # None: when the Content-Type says JSON
         follow_redirects: bool = True
+        max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0)
 
         @field_validator("method")
         @classmethod
@@ -87,11 +91,12 @@ class HttpRequest:
         try:
             async with httpx.AsyncClient(timeout=input.timeout_s, verify=_tls_context(),
                                          follow_redirects=input.follow_redirects) as client:
-                response = await client.request(
+                async with client.stream(
                     input.method, input.url, headers=headers, params=input.params or None,
                     json=input.json_body if input.json_body is not None else None,
                     content=input.body.encode() if input.body is not None else None,
-                )
+                ) as response:
+                    body, truncated = await _read_body(response, input.max_response_bytes)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
             raise ComponentError(f"invalid request: {exc}", error_type=ErrorType.CONFIGURATION,
                                  **where) from exc
@@ -108,11 +113,37 @@ class HttpRequest:
             raise ComponentError(f"bad response: {exc}", error_type=ErrorType.COMPONENT, **where) from exc
 
         status = response.status_code
+        text = body.decode(response.encoding or "utf-8", errors="replace")
         expected = status in input.expected_status if input.expected_status is not None else 200 <= status < 300
         if not expected:
-            raise _status_error(response, where)
-        return self.Output(status_code=status, headers=_flat_headers(response.headers),
-                           text=response.text, json=_json_of(response, input.parse_json, where))
+            raise _status_error(response, text, where)
+        if truncated:
+            raise ComponentError(
+                f"response body is larger than max_response_bytes ({input.max_response_bytes} bytes)",
+                error_type=ErrorType.VALIDATION, status_code=status,
+                max_response_bytes=input.max_response_bytes, **where)
+        return self.Output(status_code=status, headers=_flat_headers(response.headers), text=text,
+                           json=_json_of(response, body, text, input.parse_json, where))
+
+
+async def _read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The (decoded) body, at most ``limit`` bytes of it; True when there was more.
+
+    Stops reading as soon as the limit is passed, so an endless or huge body costs no more than
+    ``limit`` bytes of memory.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            chunks.append(chunk[:limit - (size - len(chunk))])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+    return b"".join(chunks), False
 
 
 def classify_status(status: int) -> ErrorType:
@@ -147,14 +178,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds) if seconds == seconds else None
 
 
-def _status_error(response: httpx.Response, where: dict[str, Any]) -> ComponentError:
+def _status_error(response: httpx.Response, text: str, where: dict[str, Any]) -> ComponentError:
     status = response.status_code
     error_type = classify_status(status)
     retry_after = parse_retry_after(response.headers.get("retry-after")) if error_type.retryable else None
     reason = response.reason_phrase or ""
     return ComponentError(f"HTTP {status} {reason}".rstrip(), error_type=error_type,
                           retry_after_s=retry_after, status_code=status,
-                          body=response.text[:ERROR_BODY_CHARS] or None, **where)
+                          body=text[:ERROR_BODY_CHARS] or None, **where)
 
 
 def _flat_headers(headers: httpx.Headers) -> dict[str, str]:
@@ -165,20 +196,21 @@ def _flat_headers(headers: httpx.Headers) -> dict[str, str]:
     return flat
 
 
-def _json_of(response: httpx.Response, parse_json: bool | None, where: dict[str, Any]) -> Any:
+def _json_of(response: httpx.Response, body: bytes, text: str, parse_json: bool | None,
+             where: dict[str, Any]) -> Any:
     if parse_json is None:
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         parse_json = content_type == "application/json" or content_type.endswith("+json")
         strict = False
     else:
         strict = True
-    if not parse_json or not response.content.strip():
+    if not parse_json or not body.strip():
         return None
     try:
-        return json.loads(response.text)
+        return json.loads(text)
     except ValueError as exc:
         if not strict:
             return None  # the peer mislabelled its body; `text` still has it
         raise ComponentError(f"response body is not valid JSON: {exc}", error_type=ErrorType.VALIDATION,
-                             status_code=response.status_code, body=response.text[:ERROR_BODY_CHARS],
+                             status_code=response.status_code, body=text[:ERROR_BODY_CHARS],
                              **where) from exc
