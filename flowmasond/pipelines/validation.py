@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ValidationError
 
 from flowmasond.components.control_flow import child_stage_ids
+from flowmasond.components.llm.settings import LLMSettings
 from flowmasond.engine.models import RESERVED_STAGE_IDS, PipelineConfig, ScheduleConfig, StageConfig
 from flowmasond.engine.registry import ComponentMeta, ComponentRegistry
 from flowmasond.engine.templates import TemplateRef, contains_template, is_template, walk_references
@@ -100,7 +101,29 @@ class _Validator:
                         self._add(f"'{name}' is only allowed on LLM node components; "
                                   f"'{meta.name}' is a {meta.kind.replace('_', '-')} component",
                                   stage=stage.id, field=name)
+            elif stage.llm_settings:
+                self._check_llm_settings(stage)
             self._check_config(stage, meta)
+
+    def _check_llm_settings(self, stage: StageConfig) -> None:
+        # Templated values are only known at run time (the node validates them then); keys and
+        # literal values are checked now, so a typo does not wait for the first LLM call.
+        settings = stage.llm_settings or {}
+        known = sorted(LLMSettings.model_fields)
+        literal: dict[str, Any] = {}
+        for key, value in settings.items():
+            if key not in LLMSettings.model_fields:
+                self._add(f"unknown llm_settings key '{key}'{did_you_mean(key, known, 'accepted keys')}",
+                          stage=stage.id, field=f"llm_settings.{key}")
+            elif not contains_template(value):
+                literal[key] = value
+        try:
+            LLMSettings.model_validate(literal)
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = ".".join(str(part) for part in error["loc"])
+                self._add(f"llm_settings.{where}: {error['msg']}", stage=stage.id,
+                          field=f"llm_settings.{where}")
 
     def _check_config(self, stage: StageConfig, meta: ComponentMeta) -> None:
         model = meta.input_model

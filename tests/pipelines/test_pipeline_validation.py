@@ -249,6 +249,22 @@ def test_provider_and_llm_settings_on_a_node(load_ok):
     assert config.stages[0].provider == "local"
 
 
+def test_a_misspelt_llm_settings_key_is_reported_at_load(issues_of):
+    """An unknown llm_settings key on a node fails validation, naming the key and the close match."""
+    issue = single(issues_of(pipeline(stage("gen", "generator", config={"prompt": "hi"},
+                                            llm_settings={"temprature": 0.2}))))
+    assert (issue.stage, issue.field) == ("gen", "llm_settings.temprature")
+    assert "'temperature'" in issue.message
+
+
+def test_an_out_of_range_llm_setting_is_reported_at_load(issues_of):
+    """A literal llm_settings value outside its range fails validation, naming the field."""
+    issue = single(issues_of(pipeline(stage("gen", "generator", config={"prompt": "hi"},
+                                            llm_settings={"temperature": 5}))))
+    assert (issue.stage, issue.field) == ("gen", "llm_settings.temperature")
+    assert "less than or equal to 2" in issue.message
+
+
 def test_reading_a_loop_stage_from_outside_its_foreach(issues_of):
     """A stage outside a foreach is told to read {{upstream.<foreach>.results}} instead of a loop stage."""
     issue = single(issues_of(pipeline(
