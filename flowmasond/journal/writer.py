@@ -42,6 +42,7 @@ import structlog
 from flowmasond.errors import JournalError
 from flowmasond.journal.connections import (in_thread, is_busy, is_storage_fault,
                                             set_busy_timeout, storage_error)
+from flowmasond.journal.sqlfiles import queries
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
@@ -153,7 +154,7 @@ def _with_busy_timeout(conn: sqlite3.Connection, busy_timeout_ms: int,
 
 
 def _checkpoint_passive(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    conn.execute(queries().checkpoint_passive).fetchall()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -468,5 +469,5 @@ class JournalWriter:
 
 def _configure_for_writer(conn: sqlite3.Connection, inline_commits: bool,
                           busy_timeout_ms: int) -> None:
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(queries().auto_checkpoint_off).fetchall()
     set_busy_timeout(conn, 0 if inline_commits else busy_timeout_ms)

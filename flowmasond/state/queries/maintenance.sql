@@ -38,6 +38,14 @@ PRAGMA incremental_vacuum;
 -- name: checkpoint_truncate
 PRAGMA wal_checkpoint(TRUNCATE);
 
+-- name: checkpoint_passive
+-- The writer's periodic checkpoint: copies what it can without waiting for readers.
+PRAGMA wal_checkpoint(PASSIVE);
+
+-- name: auto_checkpoint_off
+-- The writer runs its own checkpoints on its thread instead (flowmasond.journal.writer).
+PRAGMA wal_autocheckpoint = 0;
+
 -- name: integrity_check
 PRAGMA integrity_check;
 
