@@ -154,7 +154,7 @@ class Daemon:
     async def _start_scheduler(self, stack: AsyncExitStack) -> None:
         """Start the cron scheduler (after its catch-up) and the pipeline folder watcher."""
         if self.config.scheduler.enabled:
-            from flowmasond.scheduler import Scheduler
+            from flowmasond.scheduling.scheduler import Scheduler
 
             scheduler = Scheduler(self)
             await scheduler.start()

@@ -84,3 +84,8 @@ def client(daemon: DaemonProcess) -> Iterator[Client]:
     """A sync client connected to the ``daemon`` fixture."""
     with daemon.client() as c:
         yield c
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--slow``: also run the long generated profiles that ask for it (see tests/scheduling/conftest.py)."""
+    parser.addoption("--slow", action="store_true", default=False, help="run the long generated test profiles")

@@ -17,3 +17,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     made = Rig(root=tmp_path, clock=ManualClock(T0))
     yield made
     await made.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long generated profiles here (marked ``slow``) run only with ``--slow``."""
+    if config.getoption("--slow"):
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if item.get_closest_marker("slow") is not None and here in item.path.parents:
+            item.add_marker(pytest.mark.skip(reason="long generated profile: run with --slow"))

@@ -25,7 +25,7 @@ from flowmasond.journal import Journal
 from flowmasond.journal.rows import RunRow
 from flowmasond.pipelines.catalog import PipelineCatalog
 from flowmasond.runs import RunManager
-from flowmasond.scheduler import Scheduler
+from flowmasond.scheduling.scheduler import Scheduler
 from flowmasond.scheduling.clock import ManualClock
 
 # Monday 2030-01-07 10:00:00 UTC: a round time, so "every minute" fires land on known seconds.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -70,7 +71,11 @@ def test_macros_are_accepted() -> None:
 
 @pytest.mark.parametrize(("expression", "reason"), [
     ("* * *", "expected 5 fields"),
-    ("61 * * * *", "higher than the maximum"),
+    ("61 * * * *", "minute: 61 is out of range 0-59"),
+    ("* * * * 8", "day of week: 8 is out of range 0-7"),
+    ("0 9 * * fri-mon", "runs backwards"),
+    ("0 9 * * 1/0", "at least 1"),
+    ("0 9 * foo *", "month: 'foo' is not a number"),
     ("* * * * 8", "out of range"),
     ("0 0 30 2 *", "never fires"),
 ])
@@ -100,10 +105,21 @@ def test_latest_missed_fires_are_found_without_walking_the_whole_downtime() -> N
 
 
 # -- DST ------------------------------------------------------------------------------------------
-def test_new_york_spring_forward_runs_a_job_in_the_skipped_hour_once() -> None:
-    """02:30 does not exist on 2024-03-10 in New York: the job runs once, at 03:30 EDT, then 02:30 again."""
+def test_new_york_spring_forward_runs_a_job_in_the_skipped_hour_once_at_the_change() -> None:
+    """02:30 does not exist on 2024-03-10 in New York: the job runs once, at the change (03:00 EDT)."""
     assert fires("30 2 * * *", "America/New_York", (2024, 3, 9, 12), 3) == [
-        "2024-03-10T03:30:00-04:00", "2024-03-11T02:30:00-04:00", "2024-03-12T02:30:00-04:00"]
+        "2024-03-10T03:00:00-04:00", "2024-03-11T02:30:00-04:00", "2024-03-12T02:30:00-04:00"]
+
+
+def test_several_skipped_times_of_one_schedule_fire_once_together() -> None:
+    """'11,15 2 * * *' on New York's spring-forward day fires once at 03:00 EDT, then both times next day."""
+    assert fires("11,15 2 * * *", "America/New_York", (2024, 3, 9, 12), 3) == [
+        "2024-03-10T03:00:00-04:00", "2024-03-11T02:11:00-04:00", "2024-03-11T02:15:00-04:00"]
+
+
+def test_wildcard_job_does_not_fire_for_skipped_times() -> None:
+    """'*/20 2 * * *' (minute starts with '*') follows real time: nothing on the spring-forward day."""
+    assert fires("*/20 2 * * *", "America/New_York", (2024, 3, 9, 12), 1) == ["2024-03-11T02:00:00-04:00"]
 
 
 def test_new_york_fall_back_runs_a_job_in_the_repeated_hour_once() -> None:
@@ -113,9 +129,9 @@ def test_new_york_fall_back_runs_a_job_in_the_repeated_hour_once() -> None:
 
 
 def test_berlin_spring_forward_runs_a_job_in_the_skipped_hour_once() -> None:
-    """02:30 does not exist on 2024-03-31 in Berlin: the job runs once, at 03:30 CEST."""
+    """02:30 does not exist on 2024-03-31 in Berlin: the job runs once, at the change (03:00 CEST)."""
     assert fires("30 2 * * *", "Europe/Berlin", (2024, 3, 30, 12), 2) == [
-        "2024-03-31T03:30:00+02:00", "2024-04-01T02:30:00+02:00"]
+        "2024-03-31T03:00:00+02:00", "2024-04-01T02:30:00+02:00"]
 
 
 def test_berlin_fall_back_runs_a_job_in_the_repeated_hour_once() -> None:
@@ -124,10 +140,18 @@ def test_berlin_fall_back_runs_a_job_in_the_repeated_hour_once() -> None:
         "2024-10-27T02:30:00+02:00", "2024-10-28T02:30:00+01:00"]
 
 
-def test_pinned_hour_job_runs_each_slot_of_the_repeated_hour_once() -> None:
-    """'*/20 1 * * *' on New York's fall-back day fires 01:00, 01:20, 01:40 once each, not twice."""
-    assert fires("*/20 1 * * *", "America/New_York", (2024, 11, 3), 4) == [
+def test_fixed_time_job_runs_each_slot_of_the_repeated_hour_once() -> None:
+    """'0,20,40 1 * * *' on New York's fall-back day fires 01:00, 01:20, 01:40 once each (first pass)."""
+    assert fires("0,20,40 1 * * *", "America/New_York", (2024, 11, 3), 4) == [
         "2024-11-03T01:00:00-04:00", "2024-11-03T01:20:00-04:00", "2024-11-03T01:40:00-04:00",
+        "2024-11-04T01:00:00-05:00"]
+
+
+def test_wildcard_job_runs_on_both_passes_of_the_repeated_hour() -> None:
+    """'*/20 1 * * *' (minute starts with '*') follows real time: both passes of 01:xx, as cronie does."""
+    assert fires("*/20 1 * * *", "America/New_York", (2024, 11, 3), 7) == [
+        "2024-11-03T01:00:00-04:00", "2024-11-03T01:20:00-04:00", "2024-11-03T01:40:00-04:00",
+        "2024-11-03T01:00:00-05:00", "2024-11-03T01:20:00-05:00", "2024-11-03T01:40:00-05:00",
         "2024-11-04T01:00:00-05:00"]
 
 
@@ -137,3 +161,53 @@ def test_hourly_job_keeps_every_real_hour_across_both_transitions() -> None:
         "2024-11-03T01:30:00-04:00", "2024-11-03T01:30:00-05:00", "2024-11-03T02:30:00-05:00"]
     assert fires("30 * * * *", "Europe/Berlin", (2024, 3, 31, 0, 45), 3) == [
         "2024-03-31T01:30:00+01:00", "2024-03-31T03:30:00+02:00", "2024-03-31T04:30:00+02:00"]
+
+
+def test_daily_job_keeps_every_day_across_the_changes() -> None:
+    """'@daily' in Berlin fires on the Sunday of the spring change and on the Monday after it."""
+    assert fires("@daily", "Europe/Berlin", (2025, 3, 29, 12), 3) == [
+        "2025-03-30T00:00:00+01:00", "2025-03-31T00:00:00+02:00", "2025-04-01T00:00:00+02:00"]
+
+
+def test_daily_job_where_midnight_is_skipped_fires_at_the_change() -> None:
+    """Santiago skips 00:00-00:59 on 2025-09-07: '@daily' fires at 01:00 -03, the instant of the change."""
+    assert fires("@daily", "America/Santiago", (2025, 9, 6, 12), 2) == [
+        "2025-09-07T01:00:00-03:00", "2025-09-08T00:00:00-03:00"]
+
+
+# -- parser ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("field", "days"), [
+    ("mon-fri/2", ["Mon", "Wed", "Fri"]),
+    ("mon-7", ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]),
+    ("sun-thu", ["Sun", "Mon", "Tue", "Wed", "Thu"]),
+    ("1-fri", ["Mon", "Tue", "Wed", "Thu", "Fri"]),
+    ("5-7/3", ["Fri"]),  # 8 is past the end
+    ("fri-sun", ["Sun", "Fri", "Sat"]),  # cronie reads 5-0 as 5-7
+])
+def test_weekday_names_ranges_and_steps(field: str, days: list[str]) -> None:
+    """Weekday ranges mix names and numbers, take steps, and 7 is Sunday (the week from Sun 2025-01-05)."""
+    got = fires(f"0 9 * * {field}", "UTC", (2025, 1, 5), 7)
+    week = [datetime.fromisoformat(d) for d in got if d < "2025-01-12"]
+    assert [d.strftime("%a") for d in week] == days
+
+
+def test_month_names_take_steps() -> None:
+    """'jan-dec/3' is January, April, July, October."""
+    got = fires("0 0 1 jan-dec/3 *", "UTC", (2025, 1, 1, 1), 4)
+    assert [d[:7] for d in got] == ["2025-04", "2025-07", "2025-10", "2026-01"]
+
+
+def test_weekday_step_with_restricted_day_of_month_needs_both() -> None:
+    """'0 0 1-7 * */2' fires only on days 1-7 that are Sun/Tue/Thu/Sat: a field starting with '*' means AND."""
+    got = fires("0 0 1-7 * */2", "UTC", (2025, 1, 1), 4)
+    assert got == ["2025-01-02T00:00:00+00:00", "2025-01-04T00:00:00+00:00", "2025-01-05T00:00:00+00:00",
+                   "2025-01-07T00:00:00+00:00"]
+
+
+def test_never_matching_half_of_an_or_rule_is_cheap() -> None:
+    """'0 0 30 2 mon' fires on February's Mondays (30 February never exists), found without a long search."""
+    schedule = CronSchedule.parse("0 0 30 2 mon")
+    started = time.perf_counter()
+    nxt = schedule.next_after(datetime(2025, 1, 1, tzinfo=ZoneInfo("UTC")).timestamp())
+    assert nxt == datetime(2025, 2, 3, tzinfo=ZoneInfo("UTC")).timestamp()
+    assert time.perf_counter() - started < 0.05  # generous: the bench holds the 1 ms figure

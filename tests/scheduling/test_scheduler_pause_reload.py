@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduling_support import T0, Rig, pipeline
-from flowmasond.scheduler import ScheduleNotFoundError
+from flowmasond.scheduling.scheduler import ScheduleNotFoundError
 
 
 async def test_paused_schedule_does_not_fire(rig: Rig) -> None:

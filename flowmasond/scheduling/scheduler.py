@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from flowmasond.pipelines.catalog import PipelineCatalog
     from flowmasond.runs import ActiveRun, RunManager
 
-log = structlog.get_logger("flowmasond.scheduler")
+log = structlog.get_logger("flowmasond.scheduling.scheduler")
 
 # The loop never sleeps longer than this, so a wall-clock step (NTP, suspend) is noticed quickly.
 MAX_SLEEP_S = 30.0
