@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -67,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     val = with_json(sub.add_parser("validate", help="validate pipeline files (no daemon needed)"))
     val.add_argument("files", nargs="+")
     with_json(sub.add_parser("status", help="the daemon's status"))
-    with_json(sub.add_parser("schedules", help="cron schedules: next and last fire, last run's status, paused"))
+    schedules = with_json(sub.add_parser("schedules", help="cron schedules: next and last fire, last run's status, "
+                                                           "paused; --next N ID lists a schedule's next N fires"))
+    schedules.add_argument("--next", type=int, metavar="N", help="list the next N fire times of schedule ID, "
+                                                                 "with their UTC offsets")
+    schedules.add_argument("schedule", metavar="ID", nargs="?",
+                           help="pipeline/schedule, or a schedule id only one pipeline uses (with --next)")
     schedule = with_json(sub.add_parser("schedule", help="pause, unpause or fire a schedule now"))
     schedule.add_argument("action", choices=["pause", "unpause", "trigger"])
     schedule.add_argument("schedule", metavar="ID", help="pipeline/schedule, or a schedule id only one pipeline uses")
@@ -246,6 +251,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_schedules(client: Client, args: argparse.Namespace) -> int:
+    if args.next is not None or args.schedule is not None:
+        return _next_fires(client, args)
     rows = [s.model_dump(mode="json") for s in client.schedules_list().schedules]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -259,6 +266,27 @@ def cmd_schedules(client: Client, args: argparse.Namespace) -> int:
         print(f"{r.get('name') or r['pipeline_id'] + '/' + r['id']:32} {str(r.get('cron')):16} "
               f"{str(r.get('timezone')):18} {_zoned(r.get('next_fire'), r.get('timezone')):25} "
               f"{_zoned(r.get('last_fire'), r.get('timezone')):25} {last_run:36} {state}")
+    return 0
+
+
+def _next_fires(client: Client, args: argparse.Namespace) -> int:
+    if args.schedule is None or args.next is None:
+        raise ValueError("give both --next N and a schedule ID, e.g. flowmason schedules --next 10 nightly/0230")
+    if not 1 <= args.next <= 1000:
+        raise ValueError("--next takes a number from 1 to 1000")
+    result = client.schedules_next(args.schedule, args.next).model_dump(mode="json")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    schedule = result["schedule"]
+    state = " (paused: these are the times it would fire)" if schedule.get("paused") else (
+        " (disabled: these are the times it would fire)" if not schedule.get("enabled", True) else "")
+    print(f"{schedule.get('name')}  {schedule.get('cron')}  {schedule.get('timezone')}{state}")
+    for fire in result["fires"]:
+        utc = datetime.fromtimestamp(fire["time"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(f"  {fire['local']}  (UTC{fire['utc_offset']}, {utc})")
+    if len(result["fires"]) < args.next:
+        print("  (no further fire times: the expression stops matching)")
     return 0
 
 

@@ -27,8 +27,8 @@ from flowmason_client.protocol import (
     Params, PipelineListResult, PipelineShowParams, PipelineShowResult, PipelineValidateParams,
     PipelineValidateResult, Response, Result, RunEvent, RunEventsParams, RunEventsResult, RunInfo,
     RunListParams, RunListResult, RunRefParams, RunResumeParams, RunStartParams, RunState,
-    ScheduleInfo, ScheduleListResult, ScheduleRefParams, ScheduleTriggerResult, StatusResult,
-    VersionResult, encode, make_request, parse_reply,
+    ScheduleInfo, ScheduleListResult, ScheduleNextParams, ScheduleNextResult, ScheduleRefParams,
+    ScheduleTriggerResult, StatusResult, VersionResult, encode, make_request, parse_reply,
 )
 
 R = TypeVar("R", bound=Result)
@@ -229,6 +229,12 @@ class AsyncClient:
         """`schedules.list`."""
         return _parse(ScheduleListResult, await self.call("schedules.list", EmptyParams()))
 
+    async def schedules_next(self, schedule_id: str, count: int = 5, *,
+                             pipeline_id: str | None = None) -> ScheduleNextResult:
+        """`schedules.next`: the schedule's next ``count`` fire times with their UTC offsets."""
+        params = ScheduleNextParams(schedule_id=schedule_id, pipeline_id=pipeline_id, count=count)
+        return _parse(ScheduleNextResult, await self.call("schedules.next", params))
+
     async def schedules_pause(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleInfo:
         """`schedules.pause`: ``schedule_id`` is ``pipeline/schedule`` or an id only one pipeline uses."""
         params = ScheduleRefParams(schedule_id=schedule_id, pipeline_id=pipeline_id)
@@ -392,6 +398,11 @@ class Client:
     def schedules_list(self) -> ScheduleListResult:
         """`schedules.list`."""
         return self._run(self._client.schedules_list())
+
+    def schedules_next(self, schedule_id: str, count: int = 5, *,
+                       pipeline_id: str | None = None) -> ScheduleNextResult:
+        """`schedules.next`."""
+        return self._run(self._client.schedules_next(schedule_id, count, pipeline_id=pipeline_id))
 
     def schedules_pause(self, schedule_id: str, *, pipeline_id: str | None = None) -> ScheduleInfo:
         """`schedules.pause`."""

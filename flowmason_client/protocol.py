@@ -286,6 +286,12 @@ class ScheduleRefParams(Params):
     pipeline_id: str | None = Field(default=None, min_length=1)
 
 
+class ScheduleNextParams(ScheduleRefParams):
+    """`schedules.next`: how many upcoming fire times to list."""
+
+    count: int = Field(default=5, ge=1, le=1000)
+
+
 # --- method results --------------------------------------------------------------------------
 
 
@@ -431,6 +437,21 @@ class ScheduleTriggerResult(Result):
     schedule: ScheduleInfo | None = None
 
 
+class ScheduleFire(Result):
+    """One upcoming fire: the instant, and the wall time with its UTC offset in the schedule's zone."""
+
+    time: Timestamp = None
+    local: str  # ISO 8601 with the offset, e.g. 2026-03-08T03:00:00-04:00
+    utc_offset: str  # e.g. -04:00
+
+
+class ScheduleNextResult(Result):
+    """`schedules.next`: the schedule and its next fire times (the first is its ``next_fire``)."""
+
+    schedule: ScheduleInfo
+    fires: list[ScheduleFire] = Field(default_factory=list)
+
+
 class RunEvent(Result):
     """One journal event of a run; ``id`` increases, so ``after_id`` resumes a stream without gaps."""
 
@@ -483,6 +504,7 @@ METHODS: Mapping[str, MethodSpec] = {
         MethodSpec(name="runs.cancel", params=RunRefParams, result=RunInfo, mutating=True),
         MethodSpec(name="runs.resume", params=RunResumeParams, result=RunInfo, mutating=True),
         MethodSpec(name="schedules.list", params=EmptyParams, result=ScheduleListResult, mutating=False),
+        MethodSpec(name="schedules.next", params=ScheduleNextParams, result=ScheduleNextResult, mutating=False),
         MethodSpec(name="schedules.pause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True),
         MethodSpec(name="schedules.unpause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True),
         MethodSpec(name="schedules.trigger", params=ScheduleRefParams, result=ScheduleTriggerResult,

@@ -19,6 +19,7 @@ from flowmason_client.protocol import (
     RunRefParams,
     RunResumeParams,
     RunStartParams,
+    ScheduleNextParams,
     ScheduleRefParams,
 )
 from flowmasond import __version__
@@ -216,6 +217,9 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     async def schedules_list(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
         return {"schedules": await daemon.scheduler.list_schedules() if daemon.scheduler is not None else []}
 
+    async def schedules_next(params: ScheduleNextParams, peer: PeerInfo) -> dict[str, Any]:
+        return dict(await scheduler().next_fires(params.schedule_id, params.count, params.pipeline_id))
+
     async def schedules_pause(params: ScheduleRefParams, peer: PeerInfo) -> dict[str, Any]:
         return dict(await scheduler().pause(params.schedule_id, params.pipeline_id))
 
@@ -238,6 +242,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     d.register("runs.cancel", runs_cancel, RunRefParams, mutating=True)
     d.register("runs.resume", runs_resume, RunResumeParams, mutating=True)
     d.register("schedules.list", schedules_list, EmptyParams, mutating=False)
+    d.register("schedules.next", schedules_next, ScheduleNextParams, mutating=False)
     d.register("schedules.pause", schedules_pause, ScheduleRefParams, mutating=True)
     d.register("schedules.unpause", schedules_unpause, ScheduleRefParams, mutating=True)
     d.register("schedules.trigger", schedules_trigger, ScheduleRefParams, mutating=True)

@@ -1,10 +1,11 @@
 """Cron schedules of the loaded pipelines: fire on time, never twice, catch up by policy.
 
 One asyncio task sleeps until the earliest next fire time of every schedule and fires what is due;
-a reload, a pause or an unpause wakes it to recompute. APScheduler 3.11's ``CronTrigger`` does the
-calendar math (``flowmasond.scheduling.cron``); which times fire, and what a fire does when a run of
-the schedule is still going, is decided here from the journal's recorded fires
-(``flowmasond.scheduling.policy``), not by APScheduler's job store or its misfire grace time.
+a reload, a pause or an unpause wakes it to recompute. Fire times come from one function,
+``CronSchedule.next_after`` (``flowmasond.scheduling.cron``): the next fire a schedule shows is the
+first time it fires, so a shown fire is fired, or skipped by the misfire policy and logged. Which
+times fire after downtime, and what a fire does when a run of the schedule is still going, is
+decided here from the journal's recorded fires (``flowmasond.scheduling.policy``).
 
 Every fire is recorded in the journal, keyed by (pipeline, schedule, fire time), *before* its run is
 created, so a restart never fires a time twice; the run carries ``schedule_id`` and ``fire_time``.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -159,6 +161,25 @@ class Scheduler:
         result = await self._fire(schedule, self.clock.now(), manual=True)
         return {**result.to_dict(), "schedule": await self.info(schedule.config.id, schedule.pipeline_id)}
 
+    async def next_fires(self, ref: str, count: int, pipeline_id: str | None = None) -> dict[str, Any]:
+        """The schedule's next ``count`` fire times (from its shown next fire on), with UTC offsets.
+
+        A paused or disabled schedule lists the times it would fire if it were live.
+        """
+        schedule = self.resolve(ref, pipeline_id)
+        cron = schedule.cron
+        if schedule.next_fire is not None:
+            rest = await asyncio.to_thread(cron.upcoming, schedule.next_fire, count - 1)
+            times = [schedule.next_fire, *rest]
+        else:
+            times = await asyncio.to_thread(cron.upcoming, self.clock.now(), count)
+        fires = []
+        for ts in times:
+            local = datetime.fromtimestamp(ts, cron.zone)
+            text = local.isoformat(timespec="seconds")
+            fires.append({"time": ts, "local": text, "utc_offset": text[19:]})
+        return {"schedule": await self.info(schedule.config.id, schedule.pipeline_id), "fires": fires}
+
     def resolve(self, ref: str, pipeline_id: str | None = None) -> TrackedSchedule:
         """A schedule by ``pipeline/schedule``, or by its bare id when only one pipeline has it."""
         return find_schedule(self._schedules.values(), ref, pipeline_id)
@@ -252,8 +273,9 @@ class Scheduler:
 
     async def _catch_up(self, schedule: TrackedSchedule, now: float) -> None:
         since = schedule.last_fire if schedule.last_fire is not None else schedule.first_seen
-        plan = plan_catch_up(schedule.cron, schedule.config.misfire, since=since, now=now,
-                             max_catchup_runs=self.max_catchup_runs)
+        # Off the loop: a long downtime may take many next-fire computations.
+        plan = await asyncio.to_thread(plan_catch_up, schedule.cron, schedule.config.misfire, since=since,
+                                       now=now, max_catchup_runs=self.max_catchup_runs)
         if plan.missed_latest is None:
             return
         if not plan.fires:
@@ -312,16 +334,17 @@ class Scheduler:
 
     async def _fire_due(self, schedule: TrackedSchedule, now: float) -> None:
         assert schedule.next_fire is not None
-        first_due = schedule.next_fire
-        schedule.next_fire = schedule.cron.next_after(now)
+        first_due = schedule.next_fire  # the fire `schedules` showed: it is fired or logged as misfired
         try:
+            following = schedule.cron.next_after(first_due)
+            if following is None or following > now:  # on time: the usual case, one computation
+                schedule.next_fire = following
+                await self._fire(schedule, first_due)
+                return
+            schedule.next_fire = schedule.cron.next_after(now)
             limit = self.max_catchup_runs if schedule.config.misfire == "run_all" else 1
-            fires, older = schedule.cron.latest_fires(first_due - 1e-3, now, limit)
-            if not fires:
-                return
-            if len(fires) == 1 and not older:
-                await self._fire(schedule, fires[0])
-                return
+            # Off the loop: a long sleep (suspend) may take many next-fire computations.
+            fires, older = await asyncio.to_thread(schedule.cron.due_fires, first_due, now, limit)
             # The loop woke late (suspend, a clock step, a blocked loop): treat it like downtime,
             # except that the latest due time counts as on time under every policy.
             log.warning("schedule_misfired", schedule=schedule.name, policy=schedule.config.misfire,
