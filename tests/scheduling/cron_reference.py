@@ -2,20 +2,22 @@
 
 It shares nothing with ``flowmasond.scheduling.cron``: expressions are built as data (``Expr``) and
 rendered to text for the code under test, while the reference expands each field with ``range``
-and checks every day, minute and second against the sets with cron's rules. Wall times are mapped
-to instants by scanning real instants minute by minute around each matching day and reading their
-local time (the inverse of what the code does), then the documented DST rule is applied:
+and checks every day, minute and second against the sets with cron's rules. A wall time's instants
+are found by trying ``wall - offset`` for every offset the zone uses around that day and keeping
+those whose local time reads back as ``wall`` (the inverse of what the code does); a skipped wall
+time's change is found by stepping real instants minute by minute. Then the documented rule:
 
 * a wall time seen at one instant fires there;
 * seen at two instants (repeated): a fixed-time schedule fires at the first, a wildcard one at both;
 * seen at none (skipped): a fixed-time schedule fires at the first instant whose wall time is later
   (the change), a wildcard one not at all.
 
-Transitions are assumed to happen on whole minutes (checked while scanning).
+Transitions are assumed to happen on whole minutes (checked while scanning), and no zone changes\nits offset twice within one hour.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -47,6 +49,25 @@ class Expr:
     dom: tuple[Part, ...]
     month: tuple[Part, ...]
     dow: tuple[Part, ...]
+
+    @classmethod
+    def numeric(cls, text: str) -> Expr:
+        """A 5-field expression written with numbers only (``*``, ``a``, ``a-b``, each ``/step``), as data."""
+        def field(raw: str) -> tuple[Part, ...]:
+            out = []
+            for item in raw.split(","):
+                base, _, step = item.partition("/")
+                step_value = int(step) if step else None
+                if base == "*":
+                    out.append(Part("star", step=step_value))
+                elif "-" in base:
+                    first, last = base.split("-")
+                    out.append(Part("range", int(first), int(last), step=step_value))
+                else:
+                    out.append(Part("from" if step else "one", int(base), step=step_value))
+            return tuple(out)
+        minute, hour, dom, month, dow = (field(f) for f in text.split())
+        return cls(None, minute, hour, dom, month, dow)
 
     def text(self) -> str:
         fields = [("minute", self.minute), ("hour", self.hour), ("dom", self.dom), ("month", self.month),
@@ -116,7 +137,7 @@ class Reference:
     def fires(self, after: float, count: int, horizon_days: int = 366 * 15) -> list[float]:
         """The first ``count`` fire times after ``after`` found within ``horizon_days`` local days."""
         first_day = datetime.fromtimestamp(after, self.zone).date() - timedelta(days=1)
-        found: list[float] = []
+        found: set[float] = set()  # skipped times of one interval share an instant
         stop_after: date | None = None
         for n in range(horizon_days):
             d = first_day + timedelta(days=n)
@@ -124,28 +145,28 @@ class Reference:
                 break
             if not self.day_matches(d):
                 continue
-            found.extend(t for t in self._fires_on(d) if t > after)
+            found.update(t for t in self._fires_on(d) if t > after)
             if len(found) >= count and stop_after is None:
                 # Instants of one day's wall times can interleave with the next day's (a repeated
                 # interval across midnight), never with the day after that.
                 stop_after = d + timedelta(days=1)
-        return sorted(set(found))[:count]
+        return sorted(found)[:count]
 
     def _fires_on(self, d: date) -> list[float]:
-        seen = self._instants_of_walls(d)
+        offsets = _offsets_in_use(self.zone, d)
         out: list[float] = []
         for hour in range(24):
             for minute in range(60):
                 if hour not in self.hours or minute not in self.minutes:
                     continue
                 wall = datetime(d.year, d.month, d.day, hour, minute)
-                instants = seen.get(wall, [])
+                instants = self._instants_of(wall, offsets)
                 if len(instants) == 1:
                     picked = instants
                 elif len(instants) == 2:
                     picked = instants if self.wildcard else instants[:1]
                 else:  # skipped by a change of offset
-                    picked = [] if self.wildcard else [self._first_instant_later_than(wall)]
+                    picked = [] if self.wildcard else [self._first_instant_later_than(wall, offsets)]
                 for base in picked:
                     if not instants:  # a skipped minute fires once at the change, whatever its seconds
                         out.append(base)
@@ -153,24 +174,37 @@ class Reference:
                     out.extend(base + s for s in range(60) if s in self.seconds)
         return out
 
-    def _instants_of_walls(self, d: date) -> dict[datetime, list[float]]:
-        """Every instant (whole minutes) whose local wall time falls on day ``d``, by wall time."""
-        middle = datetime(d.year, d.month, d.day, 12, tzinfo=timezone.utc).timestamp()
-        seen: dict[datetime, list[float]] = {}
-        for k in range(-40 * 60, 40 * 60):
-            instant = middle + 60 * k
-            local = datetime.fromtimestamp(instant, self.zone)
-            offset = local.utcoffset()
-            assert offset is not None and offset.total_seconds() % 60 == 0, "transition off a whole minute"
-            wall = local.replace(tzinfo=None, fold=0)
-            if wall.date() == d:
-                seen.setdefault(wall, []).append(instant)
-        return seen
+    def _instants_of(self, wall: datetime, offsets: tuple[float, ...]) -> list[float]:
+        """The instants whose local wall time is ``wall``: each is ``wall - offset`` for an offset in use."""
+        seconds = (wall - _EPOCH).total_seconds()
+        return sorted({seconds - o for o in offsets if self._wall_of(seconds - o) == wall})
 
-    def _first_instant_later_than(self, wall: datetime) -> float:
+    def _wall_of(self, instant: float) -> datetime:
+        local = datetime.fromtimestamp(instant, self.zone)
+        offset = local.utcoffset()
+        assert offset is not None and offset.total_seconds() % 60 == 0, "transition off a whole minute"
+        return local.replace(tzinfo=None, fold=0)
+
+    def _first_instant_later_than(self, wall: datetime, offsets: tuple[float, ...]) -> float:
         """The first instant (whole minutes) whose wall time is later than ``wall``: the change."""
-        instant = (wall - datetime(1970, 1, 1)).total_seconds() - 16 * 3600
+        instant = (wall - _EPOCH).total_seconds() - max(offsets)  # its wall time is at most ``wall``
         instant -= instant % 60
-        while datetime.fromtimestamp(instant, self.zone).replace(tzinfo=None, fold=0) <= wall:
+        while self._wall_of(instant) <= wall:
             instant += 60
         return instant
+
+
+@functools.lru_cache(maxsize=4096)
+def _offsets_in_use(zone: ZoneInfo, d: date) -> tuple[float, ...]:
+    """Every UTC offset the zone uses within a day either side of ``d`` (read every 30 minutes)."""
+    middle = datetime(d.year, d.month, d.day, 12, tzinfo=timezone.utc).timestamp()
+    found = set()
+    for k in range(-4 * 48, 4 * 48):
+        offset = datetime.fromtimestamp(middle + 1800 * k, zone).utcoffset()
+        assert offset is not None
+        found.add(offset.total_seconds())
+    return tuple(sorted(found))
+
+
+_EPOCH = datetime(1970, 1, 1)
+
