@@ -41,7 +41,7 @@ def test_six_fields_start_with_seconds() -> None:
 
 
 def test_weekday_zero_and_seven_are_sunday() -> None:
-    """Cron's weekday 0 and 7 both mean Sunday (APScheduler 3 alone would read 0 as Monday)."""
+    """Cron's weekday 0 and 7 both mean Sunday."""
     # 2024-01-01 is a Monday; the next Sunday is the 7th.
     assert fires("0 9 * * 0", "UTC", (2024, 1, 1), 1) == ["2024-01-07T09:00:00+00:00"]
     assert fires("0 9 * * 7", "UTC", (2024, 1, 1), 1) == ["2024-01-07T09:00:00+00:00"]
