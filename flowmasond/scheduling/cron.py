@@ -167,9 +167,13 @@ class CronSchedule:
     def upcoming(self, after: float, count: int) -> list[float]:
         """The next ``count`` fire times after ``after`` (fewer if the expression stops firing)."""
         out: list[float] = []
-        cursor: float | None = after
-        while len(out) < count and (cursor := self.next_after(cursor)) is not None:
-            out.append(cursor)
+        cursor = after
+        while len(out) < count:
+            found = self.next_after(cursor)
+            if found is None:
+                break
+            out.append(found)
+            cursor = found
         return out
 
     def latest_fires(self, after: float, until: float, limit: int) -> tuple[list[float], bool]:
@@ -183,10 +187,11 @@ class CronSchedule:
             start = after if lookback is None else max(after, until - lookback)
             found: deque[float] = deque(maxlen=limit)
             dropped = False
-            cursor: float | None = start
-            while (cursor := self.next_after(cursor)) is not None and cursor <= until:
+            cursor = start
+            while (following := self.next_after(cursor)) is not None and following <= until:
                 dropped = dropped or len(found) == limit
-                found.append(cursor)
+                found.append(following)
+                cursor = following
             if len(found) == limit or start == after:
                 if start > after and not dropped:
                     first = self.next_after(after)
@@ -214,8 +219,8 @@ class CronSchedule:
     # -- wall-clock search ----------------------------------------------------------------------
     def _first_pass(self, start: datetime) -> float | None:
         """The earliest instant of the first matching wall time at or after ``start`` (first pass)."""
-        wall: datetime | None = start
-        while (wall := self._next_wall(wall)) is not None:
+        cursor = start
+        while (wall := self._next_wall(cursor)) is not None:
             off0, off1 = self._offsets(wall)
             seconds = _wall_seconds(wall)
             if off0 >= off1:  # exists once, or twice and this is the first pass
@@ -223,22 +228,20 @@ class CronSchedule:
             change = self._transition(seconds - off1, seconds - off0)  # ``wall`` was skipped
             if not self.wildcard:
                 return float(change)
-            wall = _wall(change + off1)  # a wildcard schedule resumes where the clock resumes
+            cursor = _wall(change + off1)  # a wildcard schedule resumes where the clock resumes
         return None
 
     def _next_wall(self, start: datetime) -> datetime | None:
         """The first wall time at or after ``start`` (naive, whole seconds) that the fields match."""
-        start = start.replace(microsecond=0) if start.microsecond == 0 else \
-            start.replace(microsecond=0) + _SECOND
-        day: date | None = start.date()
+        cursor = start.date()
         clock = (start.hour, start.minute, start.second)
-        while (day := self._next_day(day)) is not None:
+        while (day := self._next_day(cursor)) is not None:
             found = self._first_time(clock if day == start.date() else (0, 0, 0))
             if found is not None:
                 return datetime(day.year, day.month, day.day, *found)
             if day == date.max:
                 return None
-            day = day + timedelta(days=1)
+            cursor = day + timedelta(days=1)
         return None
 
     def _first_time(self, clock: tuple[int, int, int]) -> tuple[int, int, int] | None:

@@ -49,6 +49,7 @@ class Expr:
     dom: tuple[Part, ...]
     month: tuple[Part, ...]
     dow: tuple[Part, ...]
+    macro: str | None = None  # written as this macro (``@daily``), which stands for the fields above
 
     @classmethod
     def numeric(cls, text: str) -> Expr:
@@ -70,6 +71,8 @@ class Expr:
         return cls(None, minute, hour, dom, month, dow)
 
     def text(self) -> str:
+        if self.macro is not None:
+            return self.macro
         fields = [("minute", self.minute), ("hour", self.hour), ("dom", self.dom), ("month", self.month),
                   ("dow", self.dow)]
         if self.second is not None:

@@ -175,6 +175,16 @@ def test_daily_job_where_midnight_is_skipped_fires_at_the_change() -> None:
         "2025-09-07T01:00:00-03:00", "2025-09-08T00:00:00-03:00"]
 
 
+@pytest.mark.parametrize(("zone", "start", "expected"), [
+    ("America/Havana", (2025, 3, 8, 12), ["2025-03-09T01:00:00-04:00", "2025-03-10T00:00:00-04:00"]),
+    ("Asia/Beirut", (2025, 3, 29, 12), ["2025-03-30T01:00:00+03:00", "2025-03-31T00:00:00+03:00"]),
+])
+def test_daily_job_on_a_midnight_change_day_runs_once_that_day(zone: str, start: tuple[int, ...],
+                                                              expected: list[str]) -> None:
+    """Havana and Beirut skip 00:00-00:59 on their spring change: '@daily' fires at the change, then daily."""
+    assert fires("@daily", zone, start, 2) == expected
+
+
 # -- parser ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("field", "days"), [
     ("mon-fri/2", ["Mon", "Wed", "Fri"]),

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from cron_reference import BOUNDS, Expr, Part, Reference
@@ -57,7 +57,10 @@ def offset_changes(zone: str) -> tuple[float, ...]:
 # -- expressions ----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def parts(field: str, hot: tuple[int, ...] = ()) -> st.SearchStrategy[tuple[Part, ...]]:
-    """A field as a list of 1-3 parts; ``hot`` values (DST hours) are drawn more often."""
+    """A field as a list of 1-3 parts; ``hot`` values (the hours of a change) are drawn more often.
+
+    Day fields start with '*' half of the time, so that the day of a change is often a fire day.
+    """
     low, high = BOUNDS[field]
     named = field in ("month", "dow")
     value = st.integers(low, high) if not hot else st.one_of(st.sampled_from(hot), st.integers(low, high))
@@ -80,37 +83,55 @@ def parts(field: str, hot: tuple[int, ...] = ()) -> st.SearchStrategy[tuple[Part
         return Part("range", first, last, step=draw(step), first_name=first_name,
                     last_name=named and draw(st.booleans()))
 
-    return st.tuples(part(), st.lists(part(), max_size=2)).map(_flatten)
+    first = st.one_of(st.just(Part("star")), part()) if field in ("dom", "month", "dow") else part()
+    return st.tuples(first, st.lists(part(), max_size=2)).map(_flatten)
 
 
 def _flatten(drawn: tuple[Part, list[Part]]) -> tuple[Part, ...]:
     return (drawn[0], *drawn[1])
 
 
+STAR, ZERO = (Part("star"),), (Part("one", 0),)
+MACROS = [Expr(None, ZERO, ZERO, (Part("one", 1),), (Part("one", 1),), STAR, macro="@yearly"),
+          Expr(None, ZERO, ZERO, (Part("one", 1),), (Part("one", 1),), STAR, macro="@annually"),
+          Expr(None, ZERO, ZERO, (Part("one", 1),), STAR, STAR, macro="@monthly"),
+          Expr(None, ZERO, ZERO, STAR, STAR, ZERO, macro="@weekly"),
+          Expr(None, ZERO, ZERO, STAR, STAR, STAR, macro="@daily"),
+          Expr(None, ZERO, ZERO, STAR, STAR, STAR, macro="@midnight"),
+          Expr(None, ZERO, STAR, STAR, STAR, STAR, macro="@hourly")]
+
+
 @st.composite
-def expressions(draw: st.DrawFn) -> Expr:
-    """Cron expressions in the 5-field form, or 6 with seconds first."""
+def expressions(draw: st.DrawFn, hot_hours: tuple[int, ...]) -> Expr:
+    """Cron expressions in the 5-field form, or 6 with seconds first, now and then a macro."""
+    if draw(st.integers(0, 19)) == 0:
+        return draw(st.sampled_from(MACROS))
     seconds = draw(st.none() | st.none() | parts("second", hot=(0, 30, 59)))
     return Expr(second=seconds,
                 minute=draw(parts("minute", hot=(0, 15, 30, 45, 59))),
-                hour=draw(parts("hour", hot=(0, 1, 2, 3, 23))),
+                hour=draw(parts("hour", hot=hot_hours)),
                 dom=draw(parts("dom")),
                 month=draw(parts("month")),
                 dow=draw(parts("dow")))
 
 
 @st.composite
-def starts(draw: st.DrawFn, zones: st.SearchStrategy[str]) -> tuple[str, float]:
-    """A zone and a start time within two days of one of its offset changes in 2025-2027."""
-    zone = draw(zones)
+def cases(draw: st.DrawFn) -> tuple[Expr, str, float]:
+    """An expression, a zone, and a start time within two days of one of the zone's offset changes
+    in 2025-2027; the expression's hours lean towards the local hours around that change."""
+    zone = draw(ZONES)
     changes = offset_changes(zone)
     if changes:
         base = draw(st.sampled_from(changes))
-        shift = draw(st.one_of(st.integers(-3 * 3600, 3 * 3600), st.integers(-2 * 86400, 2 * 86400)))
+        shift = draw(st.one_of(st.integers(-3 * 3600, 3600), st.integers(-2 * 86400, 2 * 86400)))
+        tz = ZoneInfo(zone)
+        around = {datetime.fromtimestamp(base + d, tz).hour for d in (-3600, -1, 0, 3600)}
+        hot = tuple(sorted(around | {0, 23}))
     else:
         base, shift = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp(), draw(st.integers(0, 3 * 365 * 86400))
+        hot = (0, 1, 2, 3, 23)
     fraction = draw(st.sampled_from((0.0, 0.0, -0.001, 0.5)))
-    return zone, base + shift + fraction
+    return draw(expressions(hot)), zone, base + shift + fraction
 
 
 ZONES = st.one_of(st.sampled_from(NAMED_ZONES), st.sampled_from(NAMED_ZONES), st.sampled_from(ALL_ZONES))
@@ -120,6 +141,15 @@ def check(expr: Expr, zone: str, after: float) -> None:
     """The code's next fire times equal the reference's (or both say it never fires)."""
     reference = Reference(expr, zone)
     expected = reference.fires(after, FIRES_PER_CASE)
+    tz = ZoneInfo(zone)
+    for t in expected if currently_in_test_context() else ():  # --hypothesis-show-statistics
+        local = datetime.fromtimestamp(t, tz)
+        if datetime.fromtimestamp(t - 1, tz).utcoffset() != local.utcoffset():
+            event("a fire at the instant of an offset change")
+        elif local.fold:
+            event("a fire on the second pass of a repeated time")
+        elif local.replace(fold=1).utcoffset() != local.utcoffset():
+            event("a fire on the first pass of a repeated time")
     try:
         schedule = CronSchedule.parse(expr.text(), zone)
     except ValueError as exc:
@@ -157,15 +187,15 @@ def test_known_cases_match_the_reference(expr: Expr, zone: str, after: float) ->
 
 
 @settings(max_examples=CI_EXAMPLES, **COMMON)
-@given(expressions(), starts(ZONES))
-def test_next_fires_equal_the_brute_force_reference(expr: Expr, start: tuple[str, float]) -> None:
+@given(cases())
+def test_next_fires_equal_the_brute_force_reference(case: tuple[Expr, str, float]) -> None:
     """For any expression, zone and start near a DST change, the next three fires equal the reference's."""
-    check(expr, *start)
+    check(*case)
 
 
 @pytest.mark.slow
 @settings(max_examples=SLOW_EXAMPLES, **COMMON)
-@given(expressions(), starts(ZONES))
-def test_next_fires_equal_the_brute_force_reference_at_length(expr: Expr, start: tuple[str, float]) -> None:
+@given(cases())
+def test_next_fires_equal_the_brute_force_reference_at_length(case: tuple[Expr, str, float]) -> None:
     """The same comparison on ten times as many cases (``--slow``)."""
-    check(expr, *start)
+    check(*case)
