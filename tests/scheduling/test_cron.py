@@ -221,3 +221,15 @@ def test_never_matching_half_of_an_or_rule_is_cheap() -> None:
     nxt = schedule.next_after(datetime(2025, 1, 1, tzinfo=ZoneInfo("UTC")).timestamp())
     assert nxt == datetime(2025, 2, 3, tzinfo=ZoneInfo("UTC")).timestamp()
     assert time.perf_counter() - started < 0.05  # generous: the bench holds the 1 ms figure
+
+
+def test_due_fires_always_account_for_the_shown_fire() -> None:
+    """due_fires(first, ...) returns the shown fire ``first``, or flags it as left out by the limit."""
+    schedule = CronSchedule.parse("30 2 * * *", "America/New_York")
+    shown = schedule.next_after(datetime(2025, 3, 9, 1, tzinfo=ZoneInfo("America/New_York")).timestamp())
+    assert shown is not None and schedule.describe(shown) == "2025-03-09T03:00:00-04:00"
+    assert schedule.due_fires(shown, shown, 1) == ([shown], False)
+    two_days_later = shown + 2 * 86400
+    later = schedule.upcoming(shown, 2)
+    assert schedule.due_fires(shown, two_days_later, 5) == ([shown, *later], False)
+    assert schedule.due_fires(shown, two_days_later, 1) == ([later[-1]], True)
