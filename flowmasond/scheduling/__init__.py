@@ -1,1 +1,1 @@
-"""Scheduling parts used by ``flowmasond.scheduler``: cron math, clocks, misfire and overlap rules."""
+"""Cron schedules: fire times (``cron``), the scheduler (``scheduler``), clocks, misfire and overlap rules."""
