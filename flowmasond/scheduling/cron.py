@@ -6,7 +6,7 @@ Syntax is cron's (Vixie cron / cronie): 5 fields ``minute hour day-of-month mont
 ``*``, ``N``, ``A-B``, each with an optional ``/step``; months and weekdays also take three-letter
 names (``jan``..``dec``, ``sun``..``sat``, any case) wherever a number goes. Weekday 0 and 7 are
 Sunday; a weekday range ending in Sunday may be written ``fri-sun`` (5-0 is read 5-7, as cronie
-does). ``N/step`` means ``N-max/step``, and ``?`` in either day field means ``*`` (extensions that
+does; Vixie cron refuses it). ``N/step`` means ``N-max/step``, and ``?`` in either day field means ``*`` (extensions that
 cronie refuses; Quartz and croniter accept them). cronie's random ``~`` is not supported.
 
 Day rule (Vixie cron's, unchanged in cronie): when the day-of-month or the day-of-week field starts
@@ -23,11 +23,13 @@ other is a *fixed-time* schedule. Then:
 * Repeated wall times (fall back: 01:00-01:59 twice in New York): a fixed-time schedule fires on
   the first pass only; a wildcard schedule fires on both passes (it follows real time).
 
-That is cronie's behaviour for the system time zone (src/cron.c, the "DST begins" and "DST ends"
-cases) with one difference: cronie runs each skipped fixed time separately right after the change
-(``11,15 2 * * *`` runs twice at about 03:00), flowmasond runs such a schedule once per skipped
-interval, because a fire is identified by its instant. cronie only applies its rule to jumps of 5
-minutes to 3 hours of its own clock; here it applies to every transition of the schedule's zone.
+That is Vixie cron's behaviour for the system time zone (vixie/cron and cronie ``cron.c``: the
+"DST begins" and "DST ends" cases of the clock-jump handling) with two differences: cron runs each
+skipped fixed time separately right after the change (``11,15 2 * * *`` runs twice at about 03:00),
+flowmasond runs such a schedule once per skipped interval, because a fire is identified by its
+instant; and cron applies its rule only to jumps of 5 minutes to 3 hours of the system clock
+(cronie's source warns that ``CRON_TZ`` jobs may be missed or repeated at DST changes), while here
+it applies to every change of each schedule's own zone.
 """
 
 from __future__ import annotations
