@@ -6,8 +6,9 @@ Syntax is cron's (Vixie cron / cronie): 5 fields ``minute hour day-of-month mont
 ``*``, ``N``, ``A-B``, each with an optional ``/step``; months and weekdays also take three-letter
 names (``jan``..``dec``, ``sun``..``sat``, any case) wherever a number goes. Weekday 0 and 7 are
 Sunday; a weekday range ending in Sunday may be written ``fri-sun`` (5-0 is read 5-7, as cronie
-does; Vixie cron refuses it). ``N/step`` means ``N-max/step``, and ``?`` in either day field means ``*`` (extensions that
-cronie refuses; Quartz and croniter accept them). cronie's random ``~`` is not supported.
+does; Vixie cron refuses it). ``N/step`` means ``N-max/step``, and ``?`` in either day field means
+``*`` (extensions that cron refuses; Quartz and croniter accept them). cronie's random ``~`` is not
+supported.
 
 Day rule (Vixie cron's, unchanged in cronie): when the day-of-month or the day-of-week field starts
 with ``*`` (``*``, ``*/2``) a day must match both fields; when neither does, either one is enough
