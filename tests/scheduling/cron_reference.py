@@ -155,6 +155,17 @@ class Reference:
                 stop_after = d + timedelta(days=1)
         return sorted(found)[:count]
 
+    def fires_between(self, after: float, until: float) -> list[float]:
+        """Every fire time in ``(after, until]``."""
+        day = datetime.fromtimestamp(after, self.zone).date() - timedelta(days=1)
+        last = datetime.fromtimestamp(until, self.zone).date() + timedelta(days=1)
+        found: set[float] = set()
+        while day <= last:
+            if self.day_matches(day):
+                found.update(t for t in self._fires_on(day) if after < t <= until)
+            day += timedelta(days=1)
+        return sorted(found)
+
     def _fires_on(self, d: date) -> list[float]:
         offsets = _offsets_in_use(self.zone, d)
         out: list[float] = []
