@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowmason_client.paths import default_socket_path
+from flowmasond.environment import DEFAULT_ENV_ALLOW
 from flowmasond.errors import ConfigurationError
 
 SYSTEM_CONFIG = Path("/etc/flowmason/flowmasond.toml")
@@ -39,6 +40,33 @@ class SchedulerConfig(BaseModel):
 
     enabled: bool = True
     max_catchup_runs: int = Field(default=10, ge=1)  # bound on misfire=run_all after downtime
+
+
+class LimitsConfig(BaseModel):
+    """Sizes a pipeline file, a client or a stage may not exceed; each error names its limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A pipeline file is a few KB; 1 MiB leaves room for large prompts and keeps a stray 150 MB
+    # file from being parsed (and held, and sent in every `pipelines` reply).
+    max_pipeline_file_bytes: int = Field(default=1 << 20, ge=1024)
+    # Real pipelines nest a few levels (stages > config > a JSON value); 64 is far beyond, and far
+    # below what recursive code (pydantic, our walkers) can take without RecursionError.
+    max_json_depth: int = Field(default=64, ge=8, le=500)
+    # The inputs of `runs.start`, as JSON; they are journaled with the run and sent in replies.
+    max_run_input_bytes: int = Field(default=1 << 20, ge=1024)
+    # One stage's output as stored in the journal (JSON); a bigger output fails the stage.
+    max_stage_output_bytes: int = Field(default=16 << 20, ge=1024)
+    # How much of each stage output `runs.show` includes; `runs.output` fetches one in full.
+    max_show_output_bytes: int = Field(default=64 << 10, ge=256)
+    # Events per `runs.events` page; the client follows `next_after_id` for the rest.
+    events_page_size: int = Field(default=1000, ge=10, le=10000)
+    # Socket connections: per peer uid, in all, and how many of them only root and allowed_uids get.
+    max_connections: int = Field(default=256, ge=8)
+    max_connections_per_uid: int = Field(default=32, ge=1)
+    reserved_privileged_connections: int = Field(default=16, ge=1)
+    # A request line must arrive in full within this time once its first byte did.
+    line_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class DaemonConfig(BaseModel):
@@ -65,6 +93,10 @@ class DaemonConfig(BaseModel):
     hot_reload: bool = True
     journal: JournalConfig = Field(default_factory=JournalConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    # Daemon environment variables pipelines may see (shell-style patterns): `{{env.X}}` resolves
+    # only these, and shell stages inherit them on top of a small base (flowmasond.environment).
+    env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW))
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # validated by the LLM layer
     default_provider: str | None = None
 

@@ -142,14 +142,16 @@ class Daemon:
         await self.journal.close()
 
     async def _services(self, stack: AsyncExitStack) -> dict[str, Any]:
+        # Shell stages inherit these names of our environment on top of their clean base.
+        base: dict[str, Any] = {"env_allow": tuple(self.config.env_allow)}
         if not self.config.providers:
-            return {}
+            return base
         from flowmasond.components.llm.providers import ProviderConfig, build_providers
 
         configs = {name: ProviderConfig.model_validate(raw) for name, raw in self.config.providers.items()}
         providers = build_providers(configs, self.config.default_provider)
         stack.push_async_callback(providers.aclose)
-        return {"providers": providers, "default_provider": self.config.default_provider}
+        return {**base, "providers": providers, "default_provider": self.config.default_provider}
 
     async def _start_scheduler(self, stack: AsyncExitStack) -> None:
         """Start the cron scheduler (after its catch-up) and the pipeline folder watcher."""

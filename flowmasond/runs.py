@@ -20,6 +20,7 @@ from flowmasond.engine.dag import DAGExecutor, RunOutcome, RunState, new_run_id
 from flowmasond.engine.hooks import ExecutionHooks
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.engine.types import RunStatus
+from flowmasond.environment import AllowedEnvironment
 from flowmasond.errors import (
     DefinitionChangedError,
     FlowmasonError,
@@ -109,7 +110,8 @@ class RunManager:
         self.config = config
         self.executor = DAGExecutor(registry, hooks=[_Notifier(self), *(hooks or [])],
                                     max_concurrency=config.max_concurrency, pipelines=catalog.get,
-                                    child_runner=self._run_child, services=services)
+                                    child_runner=self._run_child, services=services,
+                                    env=AllowedEnvironment(config.env_allow))
         self._slots = asyncio.Semaphore(config.max_concurrent_runs)
         self._active: dict[str, ActiveRun] = {}
         self._accepting = True

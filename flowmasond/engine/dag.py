@@ -426,8 +426,8 @@ class DAGExecutor:
         path = frame.prefix + member
         extra: list[Record] = []
         try:
-            config = resolve(stage.config, self.template_scope(run, member, path, frame), stage=member) \
-                if stage.config else {}
+            config = resolve(stage.config, self.template_scope(run, member, path, frame), stage=member,
+                             shell=getattr(meta.input_model, "shell_templates", None)) if stage.config else {}
             input_model = meta.input_model.model_validate(config)
         except TemplateError as exc:
             result = _config_failure(stage, ErrorType.CONFIGURATION, str(exc))

@@ -121,13 +121,18 @@ def walk_references(value: Any, where: Location = ()) -> Iterator[tuple[Location
             yield from walk_references(item, (*where, i))
 
 
-def resolve(value: Any, scope: TemplateScope, *, stage: str | None = None) -> Any:
+def resolve(value: Any, scope: TemplateScope, *, stage: str | None = None,
+            shell: tuple[str, str] | None = None) -> Any:
     """Resolve every template in ``value`` (a string, or dicts/lists nested to any depth).
 
     Containers are always copied, so a component can never mutate the pipeline's own config.
-    Raises ``TemplateError`` naming the template, the missing segment and the config field.
+    ``shell`` = (command field, env field) of a component whose string command runs through a
+    shell: see ``_resolve_shell_command``. Raises ``TemplateError`` naming the template, the
+    missing segment and the config field.
     """
     try:
+        if shell is not None and isinstance(value, Mapping):
+            return _resolve_with_shell_command(value, scope, *shell)
         return _resolve(value, scope)
     except _Unresolved as exc:
         field_path = ".".join(reversed(exc.where)) or None
@@ -163,6 +168,86 @@ def _resolve(value: Any, scope: TemplateScope) -> Any:
     if isinstance(value, str):  # a str subclass
         return _resolve(str(value), scope)
     return value
+
+
+# -- shell commands ----------------------------------------------------------------------------
+#
+# A template value pasted into a string that `/bin/sh -c` parses would be shell syntax: the run
+# input `bob; rm -rf ~` would run. So in a string command no value is ever pasted: each template
+# becomes a reference to an environment variable of the child (FLOWMASON_TEMPLATE_<n>) holding the
+# value. The shell never parses the result of a parameter expansion as syntax, in any context, so
+# the value arrives as data whatever it holds. The reference is written for the quoting context the
+# template sits in (plain, '...' or "..."), so that it is exactly one word, or part of the
+# author's quoted word. Were the context misjudged (a quote inside `$(...)`, a heredoc), the worst
+# outcome is word splitting of the value, never its execution.
+
+SHELL_TEMPLATE_PREFIX = "FLOWMASON_TEMPLATE_"
+
+_PLAIN, _SINGLE, _DOUBLE = "plain", "single", "double"
+
+
+def _resolve_with_shell_command(config: Mapping[str, Any], scope: TemplateScope, command_key: str,
+                                env_key: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    values: dict[str, str] = {}
+    for key, item in config.items():
+        try:
+            if key == command_key and type(item) is str and "{{" in item:
+                out[key] = _render_shell(_compile(item), scope, values)
+            else:
+                out[key] = _resolve(item, scope)
+        except _Unresolved as exc:
+            exc.where.append(str(key))
+            raise
+    if values:
+        env = out.get(env_key)
+        # Set last: a stage's own env entry cannot replace a value its command refers to.
+        out[env_key] = {**env, **values} if isinstance(env, Mapping) else ({**values} if env is None else env)
+    return out
+
+
+def _render_shell(compiled: _Compiled, scope: TemplateScope, values: dict[str, str]) -> Any:
+    if compiled.single is not None:
+        value = _lookup(compiled.single, scope)
+        if isinstance(value, (list, tuple)):
+            return list(value)  # a whole argv: the component runs it without a shell
+    chunks: list[str] = []
+    state = _PLAIN
+    for part in compiled.parts:
+        if isinstance(part, str):
+            chunks.append(part)
+            state = _shell_state_after(part, state)
+            continue
+        name = f"{SHELL_TEMPLATE_PREFIX}{len(values) + 1}"
+        values[name] = _as_text(_lookup(part, scope))
+        if state == _DOUBLE:
+            chunks.append("${" + name + "}")
+        elif state == _SINGLE:
+            chunks.append("'\"${" + name + "}\"'")
+        else:
+            chunks.append('"${' + name + '}"')
+    return "".join(chunks)
+
+
+def _shell_state_after(text: str, state: str) -> str:
+    """The quoting state (plain, single, double) after ``text``, starting in ``state``."""
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif state == _SINGLE:
+            if char == "'":
+                state = _PLAIN
+        elif char == "\\":
+            escaped = True
+        elif state == _DOUBLE:
+            if char == '"':
+                state = _PLAIN
+        elif char == "'":
+            state = _SINGLE
+        elif char == '"':
+            state = _DOUBLE
+    return state
 
 
 def _render(compiled: _Compiled, scope: TemplateScope) -> Any:
@@ -282,7 +367,10 @@ def _lookup(ref: TemplateRef, scope: TemplateScope) -> Any:
         name = ref.path[0]
         value = scope.env.get(name)
         if value is None:
-            raise _Unresolved(ref.text, f"environment variable '{name}' is not set")
+            # An allow-listed view (flowmasond.environment) explains a name it hides.
+            describe = getattr(scope.env, "describe_missing", None)
+            raise _Unresolved(ref.text, describe(name) if describe is not None
+                              else f"environment variable '{name}' is not set")
         return value
     if kind == "context":
         if ref.path and ref.path[0] not in scope.context:

@@ -57,13 +57,16 @@ async def test_string_command_runs_through_sh(run_operator: RunOperator) -> None
     assert out.stdout == "five\n"
 
 
-async def test_env_is_merged_over_the_daemon_environment(run_operator: RunOperator,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stage env adds to (and overrides) os.environ by default."""
-    monkeypatch.setenv("FM_TEST_INHERITED", "from-daemon")
+async def test_env_is_the_clean_base_plus_the_stage_env(run_operator: RunOperator,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child inherits only the documented base (PATH, HOME, LANG...) and gets the stage's env on top."""
+    monkeypatch.setenv("FM_TEST_SECRET", "from-daemon")
+    monkeypatch.setenv("LANG", "C.UTF-8")
     out = await run_operator("shell", {"command": ["env"], "env": {"FM_TEST_OWN": "from-stage"}})
     env = env_lines(out.stdout)
-    assert env["FM_TEST_INHERITED"] == "from-daemon"
+    assert "FM_TEST_SECRET" not in env
+    assert env["LANG"] == "C.UTF-8"
+    assert env["PATH"] == os.environ["PATH"]
     assert env["FM_TEST_OWN"] == "from-stage"
 
 

@@ -100,7 +100,7 @@ class OpenAICompatProvider:
                                  error_type=ErrorType.VALIDATION, provider=self.name, model=model)
         log.debug("llm_request", provider=self.name, model=model, url=self.url)
         try:
-            response = await self._http().post(self.url, json=body, headers=self._headers())
+            response = await self._post(body)
         except httpx.TimeoutException as exc:
             raise ComponentError(
                 f"provider {self.name!r} did not answer within {self.config.timeout_s:g}s "
@@ -116,6 +116,25 @@ class OpenAICompatProvider:
         if not response.is_success:
             self._raise_for_status(response, model)
         return self._parse(response, model)
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """POST and read the answer, at most ``max_response_bytes`` of its (decoded) body."""
+        limit = self.config.max_response_bytes
+        async with self._http().stream("POST", self.url, json=body, headers=self._headers()) as streamed:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in streamed.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ComponentError(
+                        f"provider {self.name!r} sent a response larger than max_response_bytes ({limit} bytes)",
+                        error_type=ErrorType.VALIDATION, provider=self.name, model=body["model"],
+                        max_response_bytes=limit, status=streamed.status_code)
+                chunks.append(chunk)
+        # The body is decoded already: a Content-Encoding header would make httpx decode it again.
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks),
+                              request=streamed.request, extensions=streamed.extensions)
 
     def _raise_for_status(self, response: httpx.Response, model: str) -> NoReturn:
         status = response.status_code
@@ -199,7 +218,8 @@ class OpenAICompatProvider:
             self._malformed("'model' is not a string", requested_model, status)
         input_tokens, output_tokens = self._usage(data.get("usage"), requested_model, status)
         return LLMResponse(
-            text=text, input_tokens=input_tokens, output_tokens=output_tokens,
+            # A provider echoing our credential must not put it into the run's output.
+            text=self._redact(text), input_tokens=input_tokens, output_tokens=output_tokens,
             model=model or requested_model, provider=self.name, finish_reason=finish_reason,
             cost_usd=self.config.cost_usd(input_tokens, output_tokens),
         )

@@ -1,7 +1,8 @@
 """LLM providers: their configuration, the request/response types, and the registry nodes use.
 
 API keys are read once, when the providers are built, and kept as ``SecretStr``: no repr, log line,
-error message or ``describe()`` output ever contains one.
+error message or ``describe()`` output ever contains one. A key read from ``api_key_env`` is then
+removed from the daemon's environment, so no stage process or ``{{env.X}}`` template can reach it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from flowmasond.errors import ConfigurationError
 log = structlog.get_logger("flowmasond.llm")
 
 _PER_MILLION = 1_000_000
+# Largest provider response body read unless the provider sets max_response_bytes.
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 
 class ProviderConfig(BaseModel):
@@ -36,6 +39,8 @@ class ProviderConfig(BaseModel):
     price_per_million_input: float = Field(default=0.0, ge=0)  # USD
     price_per_million_output: float = Field(default=0.0, ge=0)  # USD
     timeout_s: float = Field(default=60.0, gt=0)
+    # A chat completion is a few KB; a gateway streaming without end must not fill our memory.
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0)
     default_temperature: float | None = Field(default=None, ge=0, le=2)
     default_max_tokens: int | None = Field(default=None, ge=1)
     # Hidden from repr: some gateways take their credential in a custom header.
@@ -79,6 +84,7 @@ class ProviderConfig(BaseModel):
             "price_per_million_input": self.price_per_million_input,
             "price_per_million_output": self.price_per_million_output,
             "timeout_s": self.timeout_s,
+            "max_response_bytes": self.max_response_bytes,
             "default_temperature": self.default_temperature,
             "default_max_tokens": self.default_max_tokens,
             "extra_headers": sorted(self.extra_headers),
@@ -234,5 +240,10 @@ def build_providers(configs: Mapping[str, ProviderConfig], default: str | None =
         providers[name] = OpenAICompatProvider(name, config, api_key=key, transport=transport)
         log.info("llm_provider_configured", provider=name, base_url=config.base_url,
                  model=config.default_model, api_key=config.key_source)
+    if environ is None:
+        # Only once every provider has read its key: two providers may share one variable.
+        for config in configs.values():
+            if config.api_key_env:
+                os.environ.pop(config.api_key_env, None)
     return ProviderRegistry(providers, default)
 

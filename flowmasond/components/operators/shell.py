@@ -15,7 +15,7 @@ import json
 import os
 import shlex
 import signal
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -23,6 +23,7 @@ from flowmasond.components.operators import shadowing_fields
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
 from flowmasond.engine.types import ErrorType
+from flowmasond.environment import stage_base_env
 from flowmasond.errors import ComponentError
 
 # Long enough for a well-behaved program to flush and exit on SIGTERM; the Input may override it.
@@ -48,6 +49,10 @@ class Shell:
     """
 
     class Input(ComponentInput):
+        # The engine never pastes a template value into a string command: it becomes a variable
+        # of the child's environment (named in `env`), referenced from the command, so it stays data.
+        shell_templates: ClassVar[tuple[str, str]] = ("command", "env")
+
         command: str | list[str] = Field(min_length=1)
         # Any JSON value, so that `{"N": "{{upstream.count.n}}"}` works: scalars as text, lists and
         # objects as compact JSON, None as an empty string (like an unset variable in a shell).
@@ -104,8 +109,12 @@ def _env_text(value: Any) -> str:
 
 
 def child_env(input: Shell.Input, context: ExecutionContext) -> dict[str, str]:
-    """The child's environment: os.environ (unless not inherited), the stage's env, our run identity."""
-    env = dict(os.environ) if input.inherit_env else {}
+    """The child's environment: a clean base (unless not inherited), the stage's env, our run identity.
+
+    The base is ``flowmasond.environment.STAGE_BASE_ENV`` plus the daemon's ``env_allow`` names,
+    never the whole daemon environment: it may hold secrets a pipeline author must not read.
+    """
+    env = stage_base_env(context.services.get("env_allow", ())) if input.inherit_env else {}
     env.update({key: _env_text(value) for key, value in input.env.items()})
     # Set last so a pipeline cannot accidentally mask the key its commands deduplicate on.
     env.update({
