@@ -8,14 +8,17 @@ A component is a class with a pydantic ``Input`` model, an optional ``Output`` m
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import typing
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from flowmasond.engine.models import RetryConfig
 from flowmasond.errors import ComponentNotFoundError, ConfigurationError
@@ -32,9 +35,32 @@ DEFAULT_TIMEOUT_MS: dict[str, int] = {"node": 60_000, "operator": 30_000, "contr
 
 
 class ComponentInput(BaseModel):
-    """Base for a component's ``Input``: unknown config keys are errors, never dropped."""
+    """Base for a component's ``Input``: unknown config keys are errors, never dropped; flags are strict."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # Lax pydantic reads "yes", "off", 0 and 1 as booleans; in a pipeline file that is a typo or
+        # a misunderstanding (`"parse_json": "no"` would be true in many languages), so a flag must
+        # be a JSON true or false.
+        if not isinstance(value, bool) and value is not None and info.field_name in _boolean_fields(cls):
+            raise PydanticCustomError("bool_type", "Input should be true or false (a JSON boolean), not {got}",
+                                      {"got": type(value).__name__})
+        return value
+
+
+@functools.cache
+def _boolean_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Fields of ``model`` typed ``bool`` or ``bool | None``."""
+    names = set()
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        args = set(typing.get_args(annotation)) - {type(None)} if typing.get_args(annotation) else {annotation}
+        if args == {bool}:
+            names.add(name)
+    return frozenset(names)
 
 
 class ComponentOutput(BaseModel):

@@ -146,15 +146,15 @@ async def test_schema_validate_raises_listing_every_error(run_operator: RunOpera
         await run_operator("schema_validate", {"data": {"b": "x"}, "schema": {
             "required": ["a"], "properties": {"b": {"type": "integer"}}}})
     assert info.value.error_type is ErrorType.VALIDATION
-    assert info.value.context["errors"] == ["$.a: is required", "$.b: expected integer, got string"]
-    assert "$.a: is required" in info.value.message and "$.b: expected integer" in info.value.message
+    assert info.value.context["errors"] == ["$: 'a' is a required property", "$.b: 'x' is not of type 'integer'"]
+    assert "'a' is a required property" in info.value.message and "$.b: 'x' is not of type" in info.value.message
 
 
 async def test_schema_validate_can_report_instead_of_raising(run_operator: RunOperator) -> None:
     """raise_on_invalid=false returns valid=false with the errors."""
     out = await run_operator("schema_validate", {"data": "x", "schema": {"type": "integer"},
                                                  "raise_on_invalid": False})
-    assert (out.valid, out.errors) == (False, ["$: expected integer, got string"])
+    assert (out.valid, out.errors) == (False, ["$: 'x' is not of type 'integer'"])
 
 
 async def test_schema_validate_bad_schema_is_a_configuration_error(run_operator: RunOperator) -> None:
@@ -162,4 +162,16 @@ async def test_schema_validate_bad_schema_is_a_configuration_error(run_operator:
     with pytest.raises(ComponentError) as info:
         await run_operator("schema_validate", {"data": 1, "schema": {"type": "int"}})
     assert info.value.error_type is ErrorType.CONFIGURATION
-    assert "unknown type 'int'" in info.value.message
+    assert "invalid schema: schema.type: 'int' is not valid" in info.value.message
+
+
+async def test_schema_validate_takes_flowmasons_json_schema_name(run_operator: RunOperator) -> None:
+    """FlowMason's config name json_schema works like schema."""
+    out = await run_operator("schema_validate", {"data": "abc", "json_schema": {"pattern": "^[a-z]+$"}})
+    assert (out.valid, out.errors) == (True, [])
+
+
+async def test_schema_validate_rejects_both_schema_names(run_operator: RunOperator) -> None:
+    """Giving json_schema and schema together is a configuration error, not a silent choice."""
+    with pytest.raises(Exception, match="json_schema or schema, not both"):
+        await run_operator("schema_validate", {"data": 1, "json_schema": {}, "schema": {}})

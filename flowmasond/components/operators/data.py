@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from flowmasond.components.operators import shadowing_fields
 from flowmasond.components.operators.schema import (check_schema, is_json_number, json_equal,
@@ -172,26 +172,38 @@ class VariableSet:
         return self.Output(variables=dict(input.variables))
 
 
-@operator("schema_validate", description="Check data against a JSON-Schema subset.")
+@operator("schema_validate", description="Check data against a JSON Schema (Draft 2020-12, formats checked).")
 class SchemaValidate:
-    """Validate ``data`` against ``schema``; by default a mismatch fails the stage listing every error."""
+    """Validate ``data`` against a JSON Schema; by default a mismatch fails the stage listing every error.
+
+    The schema is ``json_schema`` (FlowMason's name) or ``schema``.
+    """
 
     with shadowing_fields():
         class Input(ComponentInput):
+            model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
             data: Any
-            schema: dict[str, Any]
+            json_schema: dict[str, Any] | bool = Field(alias="schema")
             raise_on_invalid: bool = True
+
+            @model_validator(mode="before")
+            @classmethod
+            def _one_schema(cls, value: Any) -> Any:
+                if isinstance(value, dict) and "schema" in value and "json_schema" in value:
+                    raise ValueError("give the schema as json_schema or schema, not both")
+                return value
 
     class Output(ComponentOutput):
         valid: bool
         errors: list[str]
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
-        problems = check_schema(input.schema)
+        problems = check_schema(input.json_schema)
         if problems:
             raise ComponentError("invalid schema: " + "; ".join(problems),
                                  error_type=ErrorType.CONFIGURATION, stage=context.stage_path)
-        errors = validate_json_schema(input.data, input.schema)
+        errors = validate_json_schema(input.data, input.json_schema)
         if errors and input.raise_on_invalid:
             raise ComponentError(f"data does not match the schema ({len(errors)} error(s)): " + "; ".join(errors),
                                  error_type=ErrorType.VALIDATION, stage=context.stage_path, errors=errors)
