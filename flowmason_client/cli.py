@@ -51,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--pipeline")
     runs.add_argument("--limit", type=int, default=50)
 
-    with_json(sub.add_parser("show", help="a run with every stage")).add_argument("run")
+    show = with_json(sub.add_parser("show", help="a run with every stage"))
+    show.add_argument("run")
+    show.add_argument("--output", metavar="STAGE_PATH", dest="stage_output",
+                      help="print one stage's full output (`show` cuts long outputs short); 'run' for the run's")
     events = with_json(sub.add_parser("events", help="a run's journal events"))
     events.add_argument("run")
     events.add_argument("--follow", "-f", action="store_true")
@@ -158,6 +161,10 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    if args.stage_output:
+        path = None if args.stage_output == "run" else args.stage_output
+        print(json.dumps(client.runs_output(args.run, path).output, indent=2))
+        return 0
     info = client.runs_show(args.run).model_dump(mode="json")
     if args.json:
         print(json.dumps(info, indent=2))
@@ -184,11 +191,17 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
             line += f"  tokens={su.get('input_tokens', 0)}+{su.get('output_tokens', 0)} ${su.get('cost_usd', 0):.6f}"
         if stage.get("error"):
             line += f"  error: {stage['error']}"
+        if stage.get("output_truncated"):
+            line += f"  output: {stage['output_truncated']['bytes']} bytes (--output {stage['path']})"
         print(line)
     if info.get("error"):
         err = info["error"]
         print(f"error     {err.get('message') if isinstance(err, dict) else err}")
-    if info.get("status") == "succeeded":
+    if info.get("output_truncated"):
+        cut = info["output_truncated"]
+        print(f"output:   {cut['bytes']} bytes, more than `show` returns; "
+              f"`flowmason show {info['run_id']} --output run` prints it all")
+    elif info.get("status") == "succeeded":
         print("output:")
         print(json.dumps(info.get("output"), indent=2))
     return 0
@@ -197,7 +210,7 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
     if args.follow:
         return _follow(client, args.run, as_json=args.json, show_all=True)
-    result = client.runs_events(args.run)
+    result = client.runs_events_all(args.run)  # every page: a long run has more than one
     for event in result.events:
         _print_event(event.model_dump(mode="json"), args.json)
     return 0

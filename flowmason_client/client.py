@@ -26,9 +26,9 @@ from flowmason_client.protocol import (
     EVENT_NOTIFICATION, MAX_RESPONSE_BYTES, EmptyParams, ErrorResponse, HealthResult, Notification,
     Params, PipelineListResult, PipelineShowParams, PipelineShowResult, PipelineValidateParams,
     PipelineValidateResult, Response, Result, RunEvent, RunEventsParams, RunEventsResult, RunInfo,
-    RunListParams, RunListResult, RunRefParams, RunResumeParams, RunStartParams, RunState,
-    ScheduleInfo, ScheduleListResult, ScheduleNextParams, ScheduleNextResult, ScheduleRefParams,
-    ScheduleTriggerResult, StatusResult, VersionResult, encode, make_request, parse_reply,
+    RunListParams, RunListResult, RunOutputParams, RunOutputResult, RunRefParams, RunResumeParams,
+    RunStartParams, RunState, ScheduleInfo, ScheduleListResult, ScheduleNextParams, ScheduleNextResult,
+    ScheduleRefParams, ScheduleTriggerResult, StatusResult, VersionResult, encode, make_request, parse_reply,
 )
 
 R = TypeVar("R", bound=Result)
@@ -195,14 +195,28 @@ class AsyncClient:
         """`runs.show`."""
         return _parse(RunInfo, await self.call("runs.show", RunRefParams(run_id=run_id)))
 
-    async def runs_events(self, run_id: str, *, after_id: int | None = None) -> RunEventsResult:
-        """`runs.events` without follow: the events recorded so far."""
-        params = RunEventsParams(run_id=run_id, after_id=after_id, follow=False)
+    async def runs_events(self, run_id: str, *, after_id: int | None = None,
+                          limit: int | None = None) -> RunEventsResult:
+        """`runs.events` without follow: one page of the events recorded so far (see ``more``)."""
+        params = RunEventsParams(run_id=run_id, after_id=after_id, follow=False, limit=limit)
         result = None
         async for item in self.stream("runs.events", params):
             if isinstance(item, Response):
                 result = item.result
         return _parse(RunEventsResult, result)
+
+    async def runs_events_all(self, run_id: str, *, after_id: int | None = None) -> RunEventsResult:
+        """`runs.events` page after page until none is left: every event recorded so far."""
+        page = await self.runs_events(run_id, after_id=after_id)
+        events = list(page.events)
+        while page.more:
+            page = await self.runs_events(run_id, after_id=page.last_id)
+            events.extend(page.events)
+        return page.model_copy(update={"events": events})
+
+    async def runs_output(self, run_id: str, path: str | None = None) -> RunOutputResult:
+        """`runs.output`: one stage's full output, or the run's."""
+        return _parse(RunOutputResult, await self.call("runs.output", RunOutputParams(run_id=run_id, path=path)))
 
     async def runs_follow(self, run_id: str, *, after_id: int | None = None
                           ) -> AsyncIterator[RunEvent | RunEventsResult]:
@@ -376,9 +390,18 @@ class Client:
         """`runs.show`."""
         return self._run(self._client.runs_show(run_id))
 
-    def runs_events(self, run_id: str, *, after_id: int | None = None) -> RunEventsResult:
-        """`runs.events` without follow."""
-        return self._run(self._client.runs_events(run_id, after_id=after_id))
+    def runs_events(self, run_id: str, *, after_id: int | None = None,
+                    limit: int | None = None) -> RunEventsResult:
+        """`runs.events` without follow: one page."""
+        return self._run(self._client.runs_events(run_id, after_id=after_id, limit=limit))
+
+    def runs_events_all(self, run_id: str, *, after_id: int | None = None) -> RunEventsResult:
+        """`runs.events`, every page."""
+        return self._run(self._client.runs_events_all(run_id, after_id=after_id))
+
+    def runs_output(self, run_id: str, path: str | None = None) -> RunOutputResult:
+        """`runs.output`."""
+        return self._run(self._client.runs_output(run_id, path))
 
     def runs_follow(self, run_id: str, *, after_id: int | None = None
                     ) -> Iterator[RunEvent | RunEventsResult]:

@@ -59,6 +59,7 @@ class ErrorCode(IntEnum):
     REQUEST_TIMEOUT = -32011  # the handler ran past the daemon's request timeout
     SERVER_BUSY = -32012  # too many connections; try again
     SCHEDULE_NOT_FOUND = -32013  # no schedule with that id (or the id is ambiguous)
+    LIMIT_EXCEEDED = -32014  # a configured size limit refused the request (data.context.limit names it)
 
 
 # flowmasond error code string (``FlowmasonError.code``) -> JSON-RPC code. Every application error
@@ -81,6 +82,7 @@ APP_ERROR_CODES: Mapping[str, ErrorCode] = {
     "request_timeout": ErrorCode.REQUEST_TIMEOUT,
     "server_busy": ErrorCode.SERVER_BUSY,
     "schedule_not_found": ErrorCode.SCHEDULE_NOT_FOUND,
+    "limit_exceeded": ErrorCode.LIMIT_EXCEEDED,
 }
 
 
@@ -255,11 +257,23 @@ class RunRefParams(Params):
 
 
 class RunEventsParams(Params):
-    """`runs.events`: the run's journal events after ``after_id``; ``follow`` streams new ones."""
+    """`runs.events`: the run's journal events after ``after_id``; ``follow`` streams new ones.
+
+    Without ``follow`` the reply is one page (at most ``limit`` events, capped by the daemon's page
+    size); ``more`` says whether another page follows, read with ``after_id = last_id``.
+    """
 
     run_id: str = Field(min_length=1)
     after_id: int | None = Field(default=None, ge=0)
     follow: bool = False
+    limit: int | None = Field(default=None, ge=1)
+
+
+class RunOutputParams(Params):
+    """`runs.output`: one stage's full output (``path`` as in `runs.show`), or the run's without it."""
+
+    run_id: str = Field(min_length=1)
+    path: str | None = Field(default=None, min_length=1)
 
 
 class RunResumeParams(Params):
@@ -468,7 +482,16 @@ class RunEventsResult(Result):
 
     events: list[RunEvent] = Field(default_factory=list)
     last_id: int | None = None
+    more: bool = False  # another page follows: ask again with after_id = last_id
     run: RunInfo | None = None
+
+
+class RunOutputResult(Result):
+    """`runs.output`: the full output `runs.show` may have cut short."""
+
+    run_id: str
+    path: str | None = None
+    output: Any = None
 
 
 # --- the method table ------------------------------------------------------------------------
@@ -501,6 +524,7 @@ METHODS: Mapping[str, MethodSpec] = {
         MethodSpec(name="runs.show", params=RunRefParams, result=RunInfo, mutating=False),
         MethodSpec(name="runs.events", params=RunEventsParams, result=RunEventsResult,
                    mutating=False, stream=True),
+        MethodSpec(name="runs.output", params=RunOutputParams, result=RunOutputResult, mutating=False),
         MethodSpec(name="runs.cancel", params=RunRefParams, result=RunInfo, mutating=True),
         MethodSpec(name="runs.resume", params=RunResumeParams, result=RunInfo, mutating=True),
         MethodSpec(name="schedules.list", params=EmptyParams, result=ScheduleListResult, mutating=False),

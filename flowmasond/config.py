@@ -55,8 +55,10 @@ class LimitsConfig(BaseModel):
     max_json_depth: int = Field(default=64, ge=8, le=500)
     # The inputs of `runs.start`, as JSON; they are journaled with the run and sent in replies.
     max_run_input_bytes: int = Field(default=1 << 20, ge=1024)
-    # One stage's output as stored in the journal (JSON); a bigger output fails the stage.
-    max_stage_output_bytes: int = Field(default=16 << 20, ge=1024)
+    # One stage's output as stored in the journal (JSON); a bigger output fails the stage. 8 MiB
+    # keeps `runs.output` of any stored output under the client's 64 MiB reply cap even when
+    # every character needs a six-byte JSON escape.
+    max_stage_output_bytes: int = Field(default=8 << 20, ge=1024)
     # How much of each stage output `runs.show` includes; `runs.output` fetches one in full.
     max_show_output_bytes: int = Field(default=64 << 10, ge=256)
     # Events per `runs.events` page; the client follows `next_after_id` for the rest.

@@ -76,6 +76,7 @@ class Daemon:
         from flowmasond.api.server import ControlServer
         from flowmasond.journal import Journal
         from flowmasond.pipelines.catalog import PipelineCatalog
+        from flowmasond.pipelines.loader import FileLimits
         from flowmasond.runs import RunManager
 
         config = self.config
@@ -91,7 +92,8 @@ class Daemon:
             for module in config.component_modules:
                 registry.register_module(module)
 
-            self.catalog = PipelineCatalog(registry, config.pipeline_dirs)
+            self.catalog = PipelineCatalog(registry, config.pipeline_dirs, limits=FileLimits(
+                max_bytes=config.limits.max_pipeline_file_bytes, max_depth=config.limits.max_json_depth))
             self.catalog.load_all()
 
             services = await self._services(stack)
@@ -143,7 +145,8 @@ class Daemon:
 
     async def _services(self, stack: AsyncExitStack) -> dict[str, Any]:
         # Shell stages inherit these names of our environment on top of their clean base.
-        base: dict[str, Any] = {"env_allow": tuple(self.config.env_allow)}
+        base: dict[str, Any] = {"env_allow": tuple(self.config.env_allow),
+                                "max_stage_output_bytes": self.config.limits.max_stage_output_bytes}
         if not self.config.providers:
             return base
         from flowmasond.components.llm.providers import ProviderConfig, build_providers

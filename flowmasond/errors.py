@@ -205,6 +205,12 @@ class PermissionDeniedError(FlowmasonError):
     code = "permission_denied"
 
 
+class LimitExceededError(FlowmasonError):
+    """A configured size limit was exceeded; ``limit`` in the context names the setting."""
+
+    code = "limit_exceeded"
+
+
 class ShuttingDownError(FlowmasonError):
     """The daemon is shutting down and accepts no new work."""
 

@@ -456,15 +456,16 @@ class RunManager:
         while True:
             for event in await self.journal.events(run_id, after_id=cursor):
                 cursor = max(cursor, event.id)
-                yield _event_dict(event)
+                yield event_dict(event)
             if not follow:
                 return
             row = await self.journal.get_run(run_id)
             if row.status.finished and run_id not in self._active:
-                # One last read: events committed together with the final status.
-                for event in await self.journal.events(run_id, after_id=cursor):
-                    cursor = max(cursor, event.id)
-                    yield _event_dict(event)
+                # Last reads: events committed together with the final status, and any pages left.
+                while batch := await self.journal.events(run_id, after_id=cursor):
+                    for event in batch:
+                        cursor = max(cursor, event.id)
+                        yield event_dict(event)
                 return
             await self.wait_changed(timeout=0.5)
 
@@ -481,7 +482,7 @@ async def _finished_or_cancelled(tasks: Sequence[asyncio.Task[None]], token: Can
         cancelled.cancel()
 
 
-def _event_dict(event: Any) -> dict[str, Any]:
+def event_dict(event: Any) -> dict[str, Any]:
     """A journal event in the protocol's RunEvent shape."""
     return {"id": event.id, "run_id": event.run_id, "kind": event.kind, "stage_id": event.path,
             "path": event.path, "at": event.ts, "data": event.data}

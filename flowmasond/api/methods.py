@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -16,6 +17,7 @@ from flowmason_client.protocol import (
     PipelineValidateParams,
     RunEventsParams,
     RunListParams,
+    RunOutputParams,
     RunRefParams,
     RunResumeParams,
     RunStartParams,
@@ -27,8 +29,9 @@ from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.framing import RpcError
 from flowmasond.api.peercred import PeerInfo
 from flowmasond.engine.types import ErrorType, RunStatus
-from flowmasond.errors import PermissionDeniedError, PipelineValidationError, StageError
-from flowmasond.pipelines.loader import load_pipeline_dict, load_pipeline_file
+from flowmasond.errors import LimitExceededError, PermissionDeniedError, PipelineValidationError, StageError
+from flowmasond.pipelines.loader import FileLimits, load_pipeline_dict, load_pipeline_file, value_depth
+from flowmasond.runs import event_dict
 from flowmasond.scheduling.entries import ScheduleNotFoundError
 
 if TYPE_CHECKING:
@@ -87,12 +90,30 @@ def stage_rows(snapshot: Any, pipeline: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (what the journal stores and a reply carries)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
+def bounded_output(holder: dict[str, Any], limit: int) -> None:
+    """Replace ``holder['output']`` by None and an ``output_truncated`` note when it exceeds ``limit``."""
+    output = holder.get("output")
+    if output is None or isinstance(output, (bool, int, float)):
+        return
+    size = json_size(output)
+    if size > limit:
+        holder["output"] = None
+        holder["output_truncated"] = {"bytes": size, "limit": limit}
+
+
 def build_dispatcher(daemon: Daemon) -> Dispatcher:
     """Register every control method of the protocol against ``daemon``."""
     d = Dispatcher()
     manager = daemon.runs
     journal = daemon.journal
     catalog = daemon.catalog
+    limits = daemon.config.limits
+    file_limits = FileLimits(max_bytes=limits.max_pipeline_file_bytes, max_depth=limits.max_json_depth)
 
     async def health(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
         state = "stopping" if daemon.stopping else ("ok" if daemon.ready else "starting")
@@ -149,9 +170,10 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
                                         "inline instead", uid=peer.uid, path=params.path)
         try:
             if params.path is not None:
-                pipeline = load_pipeline_file(Path(params.path), catalog.registry)
+                pipeline = load_pipeline_file(Path(params.path), catalog.registry, file_limits)
             else:
-                pipeline = load_pipeline_dict(dict(params.definition or {}), catalog.registry, source="<request>")
+                pipeline = load_pipeline_dict(dict(params.definition or {}), catalog.registry, source="<request>",
+                                              limits=file_limits)
         except PipelineValidationError as exc:
             return {"valid": False, "issues": [i.to_dict() for i in exc.issues]}
         except OSError as exc:
@@ -160,6 +182,14 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         return {"valid": True, "pipeline_id": pipeline.id, "issues": []}
 
     async def runs_start(params: RunStartParams, peer: PeerInfo) -> dict[str, Any]:
+        depth = value_depth(params.inputs, limits.max_json_depth)
+        if depth > limits.max_json_depth:
+            raise LimitExceededError(f"the inputs are nested more than {limits.max_json_depth} levels deep",
+                                     limit="max_json_depth", value=limits.max_json_depth)
+        size = json_size(params.inputs)
+        if size > limits.max_run_input_bytes:
+            raise LimitExceededError(f"the inputs are {size} bytes as JSON, more than the limit",
+                                     limit="max_run_input_bytes", value=limits.max_run_input_bytes)
         try:
             run_id = await manager.start(params.pipeline_id, dict(params.inputs))
         except StageError as exc:
@@ -183,21 +213,44 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         snapshot = await journal.load_snapshot(params.run_id)
         pipeline = await journal.pinned_definition(params.run_id)
         info = run_info(row, stages=stage_rows(snapshot, pipeline))
+        # Outputs can be megabytes each: show bounds every one of them; runs.output fetches one in full.
+        bounded_output(info, limits.max_show_output_bytes)
+        for stage in info["stages"]:
+            bounded_output(stage, limits.max_show_output_bytes)
         info["children"] = [run_info(c) for c in await journal.child_runs(params.run_id)]
+        for child in info["children"]:
+            bounded_output(child, limits.max_show_output_bytes)
         info["total_stages"] = len(pipeline.stages)
         return info
 
+    async def runs_output(params: RunOutputParams, peer: PeerInfo) -> dict[str, Any]:
+        row = await _row(params.run_id)
+        if params.path is None:
+            return {"run_id": params.run_id, "path": None, "output": row.output}
+        snapshot = await journal.load_snapshot(params.run_id)
+        result = snapshot.results.get(params.path)
+        if result is None:
+            raise StageError("the run has no committed result for this stage path", run_id=params.run_id,
+                             path=params.path, known=sorted(snapshot.results)[:20])
+        return {"run_id": params.run_id, "path": params.path, "output": result.output}
+
     async def runs_events(params: RunEventsParams, peer: PeerInfo) -> AsyncIterator[Any]:
         last = params.after_id or 0
-        collected: list[dict[str, Any]] = []
-        async for event in manager.follow(params.run_id, after_id=last, follow=params.follow):
-            last = max(last, int(event["id"]))
-            if params.follow:
+        if params.follow:
+            async for event in manager.follow(params.run_id, after_id=last, follow=True):
+                last = max(last, int(event["id"]))
                 yield event
-            else:
-                collected.append(event)
-        row = await _row(params.run_id)
-        yield StreamResult({"events": collected, "last_id": last, "run": run_info(row)})
+            yield StreamResult({"events": [], "last_id": last, "more": False,
+                                "run": run_info(await _row(params.run_id))})
+            return
+        row = await _row(params.run_id)  # RunNotFoundError for an unknown run
+        page = min(params.limit or limits.events_page_size, limits.events_page_size)
+        # One more than the page: whether another page follows, without a second query.
+        rows = await journal.events(params.run_id, after_id=last, limit=page + 1)
+        events = [event_dict(e) for e in rows[:page]]
+        if events:
+            last = int(events[-1]["id"])
+        yield StreamResult({"events": events, "last_id": last, "more": len(rows) > page, "run": run_info(row)})
 
     async def runs_cancel(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
         await manager.cancel(params.run_id)
@@ -238,6 +291,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     d.register("runs.start", runs_start, RunStartParams, mutating=True)
     d.register("runs.list", runs_list, RunListParams, mutating=False)
     d.register("runs.show", runs_show, RunRefParams, mutating=False)
+    d.register("runs.output", runs_output, RunOutputParams, mutating=False)
     d.register("runs.events", runs_events, RunEventsParams, mutating=False, stream=True)
     d.register("runs.cancel", runs_cancel, RunRefParams, mutating=True)
     d.register("runs.resume", runs_resume, RunResumeParams, mutating=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -12,7 +13,7 @@ from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.models import RetryConfig
 from flowmasond.engine.retry import NO_RETRY, backoff_delay_s
 from flowmasond.engine.types import ComponentResult, ErrorType, StageStatus, UsageMetrics
-from flowmasond.errors import RunCancelledError, StageError
+from flowmasond.errors import ComponentError, RunCancelledError, StageError
 
 if TYPE_CHECKING:
     from flowmasond.engine.cancellation import CancellationToken
@@ -101,6 +102,7 @@ class UniversalExecutor:
                 async with asyncio.timeout(timeout_s):
                     value = await instance.execute(input, context)
                 output = dump_output(value, meta.output_model)
+                _check_output_size(output, self.services.get("max_stage_output_bytes"))
             except asyncio.CancelledError:
                 raise
             except TimeoutError as exc:
@@ -138,6 +140,17 @@ class UniversalExecutor:
             error=message, error_type=error_type, usage=usage, attempts=n, started_at=started_at,
             finished_at=time.time(),
         )
+
+
+def _check_output_size(output: Any, limit: int | None) -> None:
+    """Refuse an output larger than ``limit`` bytes of JSON: it would be journaled and held by the run."""
+    if limit is None or output is None:
+        return
+    size = len(json.dumps(output, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    if size > limit:
+        raise ComponentError(f"the stage's output is {size} bytes as JSON, more than the limit "
+                             f"max_stage_output_bytes = {limit}", error_type=ErrorType.VALIDATION,
+                             limit="max_stage_output_bytes", output_bytes=size)
 
 
 async def _sleep_unless_cancelled(delay_s: float, cancellation: CancellationToken) -> None:

@@ -11,7 +11,7 @@ import structlog
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.errors import FlowmasonError, PipelineNotFoundError, PipelineValidationError, ValidationIssue
-from flowmasond.pipelines.loader import load_pipeline_file
+from flowmasond.pipelines.loader import DEFAULT_LIMITS, FileLimits, load_pipeline_file
 
 log = structlog.get_logger("flowmasond.pipelines")
 
@@ -31,8 +31,10 @@ class CatalogEntry:
 class PipelineCatalog:
     """Pipelines by id, loaded from folders; an invalid edit keeps the last good version in force."""
 
-    def __init__(self, registry: ComponentRegistry, folders: Iterable[str | Path] = ()) -> None:
+    def __init__(self, registry: ComponentRegistry, folders: Iterable[str | Path] = (), *,
+                 limits: FileLimits = DEFAULT_LIMITS) -> None:
         self.registry = registry
+        self.limits = limits
         self.folders = [Path(f) for f in folders]
         self._by_id: dict[str, CatalogEntry] = {}
         self._id_of_path: dict[Path, str] = {}
@@ -97,7 +99,7 @@ class PipelineCatalog:
         path = Path(path).resolve()
         try:
             mtime = path.stat().st_mtime
-            pipeline = load_pipeline_file(path, self.registry)
+            pipeline = load_pipeline_file(path, self.registry, self.limits)
         except PipelineValidationError as exc:
             self._record_problem(path, exc.issues)
             return None
@@ -105,6 +107,11 @@ class PipelineCatalog:
             return self.remove_file(path)
         except (OSError, FlowmasonError) as exc:
             self._record_problem(path, [ValidationIssue(str(exc), file=str(path))])
+            return None
+        except Exception as exc:  # noqa: BLE001 - no file may stop the daemon from starting or reloading
+            log.exception("pipeline_load_crashed", file=str(path))
+            self._record_problem(path, [ValidationIssue(f"cannot load: {type(exc).__name__}: {exc}"[:500],
+                                                        file=str(path))])
             return None
         clash = self._by_id.get(pipeline.id)
         if clash is not None and clash.path != path and clash.pipeline is not None:

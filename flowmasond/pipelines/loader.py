@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ from flowmasond.pipelines.validation import (
 )
 
 PIPELINE_SUFFIX = ".pipeline.json"
+# Defaults of the daemon's `limits.max_pipeline_file_bytes` and `limits.max_json_depth` (config.py
+# says why these values); the `validate` command and embedders use them too.
+DEFAULT_MAX_FILE_BYTES = 1 << 20
+DEFAULT_MAX_DEPTH = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileLimits:
+    """How big and how deeply nested a pipeline document may be."""
+
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+
+DEFAULT_LIMITS = FileLimits()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,40 +65,60 @@ def pipeline_id_from_path(path: str | os.PathLike[str]) -> str:
     return Path(path).stem
 
 
-def load_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry) -> PipelineConfig:
+def load_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry,
+                       limits: FileLimits = DEFAULT_LIMITS) -> PipelineConfig:
     """Read and validate one pipeline file; raises ``PipelineValidationError`` with every issue."""
-    check = check_pipeline_file(path, registry)
+    check = check_pipeline_file(path, registry, limits)
     if check.config is None or check.issues:
         raise PipelineValidationError(check.file, check.issues)
     return check.config
 
 
-def load_pipeline_dict(data: Any, registry: ComponentRegistry, source: str = "<pipeline>") -> PipelineConfig:
+def load_pipeline_dict(data: Any, registry: ComponentRegistry, source: str = "<pipeline>",
+                       limits: FileLimits = DEFAULT_LIMITS) -> PipelineConfig:
     """Validate an already-parsed pipeline (``id`` required); ``source`` names it in issues."""
+    depth = value_depth(data, limits.max_depth)
+    if depth > limits.max_depth:
+        raise PipelineValidationError(source, [_too_deep(source, limits)])
     check = check_pipeline_data(data, registry, source)
     if check.config is None or check.issues:
         raise PipelineValidationError(check.file, check.issues)
     return check.config
 
 
-def check_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry) -> PipelineCheck:
+def check_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry,
+                        limits: FileLimits = DEFAULT_LIMITS) -> PipelineCheck:
     """Like ``load_pipeline_file`` but returns the issues instead of raising."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # Read one byte past the limit instead of trusting stat(): the file may grow meanwhile.
+        with open(path, "rb") as fh:
+            raw = fh.read(limits.max_bytes + 1)
+        if len(raw) > limits.max_bytes:
+            return _failed(file, f"file is larger than the limit max_pipeline_file_bytes = {limits.max_bytes} "
+                                 "bytes; it was not parsed")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _failed(file, f"file is not UTF-8 text: {exc.reason} at byte {exc.start}")
     except OSError as exc:
         return _failed(file, f"cannot read file: {exc.strerror or exc}")
+    depth = text_depth(text)
+    if depth > limits.max_depth:
+        return PipelineCheck(file=file, config=None, issues=[_too_deep(file, limits, depth)])
     duplicates: list[str] = []
     try:
         data = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicate_keys(pairs, duplicates))
     except json.JSONDecodeError as exc:
         return _failed(file, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+    except RecursionError:  # text_depth counts brackets; this is the net under it
+        return PipelineCheck(file=file, config=None, issues=[_too_deep(file, limits)])
     if not isinstance(data, dict):
         return _failed(file, f"a pipeline file must hold a JSON object, not {_json_type(data)}")
     data.setdefault("id", pipeline_id_from_path(path))
-    check = check_pipeline_data(data, registry, file)
+    try:
+        check = check_pipeline_data(data, registry, file)
+    except RecursionError:
+        return PipelineCheck(file=file, config=None, issues=[_too_deep(file, limits)])
     if not duplicates:
         return check
     # A repeated key silently keeps its last value in JSON; here that would drop config unseen.
@@ -100,8 +136,62 @@ def check_pipeline_data(data: Any, registry: ComponentRegistry, file: str) -> Pi
         partial, unparsed = _partial_config(data)
         issues.extend(validate_pipeline(partial, registry, file, unparsed_stage_ids=unparsed))
         return PipelineCheck(file=file, config=None, issues=sort_issues(issues, _raw_stage_ids(data)))
-    issues = validate_pipeline(config, registry, file)
+    issues = validate_pipeline(config, registry, file) + _schema_issues(config, file)
     return PipelineCheck(file=file, config=None if issues else config, issues=issues)
+
+
+def _schema_issues(config: PipelineConfig, file: str) -> list[ValidationIssue]:
+    """input_schema and output_schema must be valid JSON Schema (Draft 2020-12) at load time."""
+    from flowmasond.components.operators.schema import check_schema
+
+    issues = []
+    for name in ("input_schema", "output_schema"):
+        schema = getattr(config, name)
+        if schema:
+            issues.extend(ValidationIssue(problem, file=file, field=name)
+                          for problem in check_schema(schema, path=name))
+    return issues
+
+
+# A JSON string (escapes included): brackets inside one do not nest anything.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def text_depth(text: str) -> int:
+    """How deeply the arrays and objects of JSON ``text`` nest, counted without recursion or parsing."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def value_depth(value: Any, stop_after: int) -> int:
+    """How deeply the dicts and lists of ``value`` nest (iteratively); stops counting past ``stop_after``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_after:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep(file: str, limits: FileLimits, depth: int | None = None) -> ValidationIssue:
+    how = f"nested {depth} levels deep" if depth is not None else "nested too deeply to process"
+    return ValidationIssue(f"document is {how}; the limit is max_json_depth = {limits.max_depth}", file=file)
 
 
 def _failed(file: str, message: str) -> PipelineCheck:
