@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flowmason_client.paths import default_socket_path
 from flowmasond.environment import DEFAULT_ENV_ALLOW
@@ -69,6 +69,12 @@ class LimitsConfig(BaseModel):
     reserved_privileged_connections: int = Field(default=16, ge=1)
     # A request line must arrive in full within this time once its first byte did.
     line_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _reserve_below_total(self) -> LimitsConfig:
+        if self.reserved_privileged_connections >= self.max_connections:
+            raise ValueError("reserved_privileged_connections must be below max_connections")
+        return self
 
 
 class DaemonConfig(BaseModel):

@@ -105,7 +105,10 @@ class Daemon:
                 build_dispatcher(self), None if sock else config.socket, sock=sock,
                 allowed_uids=config.allowed_uids, daemon_uid=os.geteuid(),
                 max_line_bytes=config.max_request_bytes, idle_timeout_s=config.client_idle_timeout_s,
-                socket_mode=config.socket_mode)
+                max_connections=config.limits.max_connections,
+                max_connections_per_uid=config.limits.max_connections_per_uid,
+                reserved_privileged=config.limits.reserved_privileged_connections,
+                line_timeout_s=config.limits.line_timeout_s, socket_mode=config.socket_mode)
             await self.server.start()
             stack.push_async_callback(self.server.close)
 

@@ -5,6 +5,11 @@ than ``max_line_bytes`` gets one -32600 reply and the connection is closed) and 
 answers them in order. Every malformed line gets exactly one JSON-RPC error; no input can stop
 the server. Idle connections are closed after ``idle_timeout_s``; a peer that stops reading is
 dropped after ``write_timeout_s``; neither holds any other connection back.
+
+No one peer may starve the others: a line must arrive in full within ``line_timeout_s`` of its first
+byte, each uid holds at most ``max_connections_per_uid`` connections (root and the daemon's own uid
+excepted), and the last ``reserved_privileged`` of ``max_connections`` slots only go to privileged
+peers (root, the daemon's uid, ``allowed_uids``), so operators always get in.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ _LINGER_MAX_BYTES = 16 * 1024 * 1024
 _MAX_DETAIL_CHARS = 500
 
 _EOF = object()  # the peer finished sending
+_SLOW_LINE = object()  # the peer started a line and did not finish it within line_timeout_s
 _IDLE = object()  # the peer sent nothing for idle_timeout_s while nothing was in flight
 _OVERSIZE = object()  # the peer sent a line longer than max_line_bytes
 
@@ -62,6 +68,8 @@ class ControlServer:
                  daemon_uid: int | None = None, max_line_bytes: int = MAX_LINE_BYTES,
                  idle_timeout_s: float | None = 300.0, request_timeout_s: float | None = 60.0,
                  write_timeout_s: float = 10.0, max_connections: int = 256,
+                 max_connections_per_uid: int | None = None, reserved_privileged: int = 0,
+                 line_timeout_s: float | None = None,
                  socket_mode: int = 0o660, socket_group: int | None = None) -> None:
         if (socket_path is None) == (sock is None):
             raise ConfigurationError("give the control server exactly one of socket_path or sock")
@@ -74,6 +82,13 @@ class ControlServer:
         self.request_timeout_s = request_timeout_s
         self.write_timeout_s = write_timeout_s
         self.max_connections = max_connections
+        self.max_connections_per_uid = max_connections_per_uid
+        if not 0 <= reserved_privileged < max_connections:
+            raise ConfigurationError("reserved_privileged must be below max_connections",
+                                     reserved_privileged=reserved_privileged, max_connections=max_connections)
+        self.reserved_privileged = reserved_privileged
+        self.line_timeout_s = line_timeout_s
+        self._per_uid: dict[int, int] = {}
         self.socket_mode = socket_mode
         self.socket_group = socket_group
         self._given_sock = sock
@@ -142,17 +157,19 @@ class ControlServer:
         task.add_done_callback(self._tasks.discard)
         peer = self.policy.classify(peer_credentials(writer.get_extra_info("socket")))
         connection = _Connection(self, reader, writer, peer)
-        if self._closing or len(self._connections) >= self.max_connections:
-            log.warning("control.connection_refused", reason="too many connections",
-                        peer_uid=peer.uid, peer_pid=peer.pid, max_connections=self.max_connections)
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            reason, context = refusal
+            log.warning("control.connection_refused", reason=reason, peer_uid=peer.uid, peer_pid=peer.pid,
+                        **context)
             with suppress(_ConnectionGone):
-                await connection.send_error(None, ErrorCode.SERVER_BUSY, "Server busy: too many connections",
-                                            _app_data("server_busy", "too many connections",
-                                                      max_connections=self.max_connections))
+                await connection.send_error(None, ErrorCode.SERVER_BUSY, f"Server busy: {reason}",
+                                            _app_data("server_busy", reason, **context))
                 await connection.linger()
             await connection.shutdown()
             return
         self._connections[task] = connection
+        self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
         try:
             await connection.serve()
         except asyncio.CancelledError:
@@ -161,7 +178,29 @@ class ControlServer:
             log.exception("control.connection_failed", peer_uid=peer.uid, peer_pid=peer.pid)
         finally:
             self._connections.pop(task, None)
+            left = self._per_uid.get(peer.uid, 1) - 1
+            if left > 0:
+                self._per_uid[peer.uid] = left
+            else:
+                self._per_uid.pop(peer.uid, None)
             await connection.shutdown()
+
+    def _refusal(self, peer: PeerInfo) -> tuple[str, dict[str, Any]] | None:
+        """Why ``peer`` may not have a connection now (reason, context for the reply), or None."""
+        if self._closing:
+            return "the server is closing", {}
+        total = len(self._connections)
+        if total >= self.max_connections:
+            return "too many connections", {"max_connections": self.max_connections}
+        if not peer.privileged and total >= self.max_connections - self.reserved_privileged:
+            return ("too many connections (the remaining slots are reserved for root and allowed_uids)",
+                    {"max_connections": self.max_connections, "reserved_privileged": self.reserved_privileged})
+        per_uid = self.max_connections_per_uid
+        exempt = peer.uid == 0 or peer.uid == self.policy.daemon_uid
+        if per_uid is not None and not exempt and self._per_uid.get(peer.uid, 0) >= per_uid:
+            return (f"too many connections from uid {peer.uid}",
+                    {"max_connections_per_uid": per_uid, "uid": peer.uid})
+        return None
 
 
 class _Connection:
@@ -187,6 +226,13 @@ class _Connection:
             while True:
                 item = await self.queue.get()
                 if item is _EOF or item is _IDLE:
+                    return
+                if item is _SLOW_LINE:
+                    limit_s = self.server.line_timeout_s
+                    self.log.info("control.slow_line_disconnect", line_timeout_s=limit_s)
+                    await self.send_error(None, ErrorCode.INVALID_REQUEST,
+                                          f"Invalid Request: line not completed within {limit_s} s",
+                                          {"line_timeout_s": limit_s})
                     return
                 if item is _OVERSIZE:
                     limit = self.server.max_line_bytes
@@ -242,17 +288,33 @@ class _Connection:
 
     async def _read_loop(self) -> None:
         idle = self.server.idle_timeout_s
+        line_timeout = self.server.line_timeout_s
+        partial_since: float | None = None  # when a started, unfinished line was first seen
         while True:
             timeout: float | None = None
             if idle is not None:
                 timeout = idle if self.busy else max(self.last_activity + idle - self.loop.time(), 0.0)
+            if line_timeout is not None:
+                # Wake up often enough to see a line that started and stalls (a slowloris).
+                timeout = line_timeout / 2 if timeout is None else min(timeout, line_timeout / 2)
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                 # races with a completed read, which would leave this task reading forever.
                 async with asyncio.timeout(timeout):
                     line = await self.reader.readuntil(b"\n")
             except TimeoutError:
-                assert idle is not None
+                if line_timeout is not None and _buffered(self.reader):
+                    now = self.loop.time()
+                    if partial_since is None:
+                        partial_since = now
+                    elif now - partial_since >= line_timeout / 2:
+                        # Seen unfinished at two wake-ups: it has had between 1 and 1.5 line_timeout.
+                        await self.queue.put(_SLOW_LINE)
+                        return
+                    continue
+                partial_since = None
+                if idle is None:
+                    continue
                 # A stream or a slow handler in flight is not idleness; neither is a queued line.
                 if self.busy or not self.queue.empty() or self.loop.time() - self.last_activity < idle:
                     continue
@@ -276,6 +338,7 @@ class _Connection:
                 self.hung_up.set()
                 await self.queue.put(_EOF)
                 return
+            partial_since = None
             self.last_activity = self.loop.time()
             await self.queue.put(line)
 
@@ -462,6 +525,12 @@ def _peer_hung_up(writer: asyncio.StreamWriter) -> bool:
     poller.register(fileno, select.POLLHUP)
     return any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
                for _, events in poller.poll(0))
+
+
+def _buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes received but not yet framed into a line (the start of an unfinished line)."""
+    # StreamReader has no public peek; _buffer has been its bytearray since Python 3.4.
+    return len(getattr(reader, "_buffer", b""))
 
 
 def _bound_path(sock: socket.socket | None) -> Path | None:
