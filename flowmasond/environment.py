@@ -9,6 +9,7 @@ in ``env_allow`` (shell-style patterns). Provider keys are removed from the envi
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from fnmatch import fnmatchcase
@@ -70,3 +71,26 @@ class AllowedEnvironment(Mapping[str, str]):
             return (f"environment variable '{name}' is not allowed: the daemon's env_allow setting "
                     f"({', '.join(self.allow) or 'empty'}) decides which variables pipelines may read")
         return f"environment variable '{name}' is not set"
+
+
+def remove_secret(name: str) -> None:
+    """Remove ``name`` from the environment, erasing its value from the process's original env block.
+
+    ``os.environ.pop`` unsets the variable, but the bytes the process was started with stay where
+    ``/proc/<pid>/environ`` reads them, and any process of our uid (a shell stage) can read that
+    file. So the value is overwritten in place first, through libc's ``environ`` (glibc and musl).
+    """
+    prefix = name.encode() + b"="
+    try:
+        libc = ctypes.CDLL(None)
+        entries = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+        index = 0
+        while entries and entries[index]:
+            address = entries[index]
+            entry = ctypes.string_at(address)
+            if entry.startswith(prefix):
+                ctypes.memset(address + len(prefix), 0, len(entry) - len(prefix))
+            index += 1
+    except (OSError, AttributeError, ValueError):
+        pass  # no libc environ to reach: unsetting below is all we can do
+    os.environ.pop(name, None)

@@ -17,6 +17,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from flowmasond.engine.types import UsageMetrics
+from flowmasond.environment import remove_secret
 from flowmasond.errors import ConfigurationError
 
 log = structlog.get_logger("flowmasond.llm")
@@ -244,6 +245,6 @@ def build_providers(configs: Mapping[str, ProviderConfig], default: str | None =
         # Only once every provider has read its key: two providers may share one variable.
         for config in configs.values():
             if config.api_key_env:
-                os.environ.pop(config.api_key_env, None)
+                remove_secret(config.api_key_env)
     return ProviderRegistry(providers, default)
 
