@@ -81,6 +81,7 @@ class Daemon:
 
         config = self.config
         loop = asyncio.get_running_loop()
+        _raise_fd_limit()
         async with AsyncExitStack() as stack:
             config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
             self.journal = await Journal.open(config.journal_path, synchronous=config.journal.synchronous,
@@ -286,6 +287,23 @@ class Daemon:
                 return bool(await self.journal.ping())
         except Exception:  # noqa: BLE001 - any failure means "not healthy", never a crash
             return False
+
+
+def _raise_fd_limit() -> None:
+    """Raise the soft open-files limit to the hard one.
+
+    systemd's default soft limit is 1024: connections being refused (each holds a descriptor while
+    it gets its error) could exhaust it, and asyncio then stops accepting anyone for a while.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError) as exc:
+        log.warning("fd_limit_unchanged", error=str(exc))
 
 
 def _version() -> str:
