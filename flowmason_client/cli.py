@@ -30,7 +30,8 @@ TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowmason", description="Control a running flowmasond.")
-    parser.add_argument("--socket", metavar="PATH", help="daemon socket (default: $FLOWMASON_SOCKET or the standard path)")
+    parser.add_argument("--socket", metavar="PATH",
+                        help="daemon socket (default: $FLOWMASON_SOCKET or the standard path)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for the daemon to answer (e.g. right after starting it)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline")
     run.add_argument("--input", help="inputs as a JSON object")
     run.add_argument("--input-file", metavar="F", help="a file holding the inputs as a JSON object")
-    run.add_argument("-i", dest="set", action="append", metavar="KEY=VALUE", help="one input (JSON or text); repeatable")
+    run.add_argument("-i", dest="set", action="append", metavar="KEY=VALUE",
+                     help="one input (JSON or text); repeatable")
     run.add_argument("--follow", "-f", action="store_true", help="show progress until the run ends")
 
     runs = with_json(sub.add_parser("runs", help="list runs, newest first"))
@@ -155,7 +157,7 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
             trigger = f"child of {r['parent_run_id']}"
         else:
             trigger = "manual"
-        print(f"{r['run_id']:24} {str(r.get('pipeline_id')):20} {str(r.get('status')):12} "
+        print(f"{r['run_id']:24} {r.get('pipeline_id')!s:20} {r.get('status')!s:12} "
               f"{_ts(r.get('created_at')):20} {trigger}")
     return 0
 
@@ -276,8 +278,8 @@ def cmd_schedules(client: Client, args: argparse.Namespace) -> int:
         if r.get("last_run_id"):
             last_run += f" {r['last_run_id']}"
         state = "yes" if r.get("paused") else ("disabled" if not r.get("enabled", True) else "no")
-        print(f"{r.get('name') or r['pipeline_id'] + '/' + r['id']:32} {str(r.get('cron')):16} "
-              f"{str(r.get('timezone')):18} {_zoned(r.get('next_fire'), r.get('timezone')):25} "
+        print(f"{r.get('name') or r['pipeline_id'] + '/' + r['id']:32} {r.get('cron')!s:16} "
+              f"{r.get('timezone')!s:18} {_zoned(r.get('next_fire'), r.get('timezone')):25} "
               f"{_zoned(r.get('last_fire'), r.get('timezone')):25} {last_run:36} {state}")
     return 0
 
@@ -357,7 +359,8 @@ def _follow(client: Client, run_id: str, *, as_json: bool, show_all: bool = Fals
     for item in client.runs_follow(run_id):
         if isinstance(item, RunEvent):
             event = item.model_dump(mode="json")
-            if event["kind"] in ("stage.completed", "stage.failed", "stage.skipped") and "/" not in (event.get("stage_id") or ""):
+            top_level = "/" not in (event.get("stage_id") or "")
+            if event["kind"] in ("stage.completed", "stage.failed", "stage.skipped") and top_level:
                 done += 1
             if as_json:
                 print(json.dumps(event), flush=True)

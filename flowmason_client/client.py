@@ -13,13 +13,18 @@ import itertools
 import json
 import os
 import select
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any, AsyncIterator, Coroutine, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from flowmason_client.errors import (
-    ConnectionLostError, DaemonUnreachableError, ProtocolError, RemoteError, RequestTimeoutError,
+    ConnectionLostError,
+    DaemonUnreachableError,
+    ProtocolError,
+    RemoteError,
+    RequestTimeoutError,
 )
 from flowmason_client.paths import resolve_socket_path
 from flowmason_client.protocol import (

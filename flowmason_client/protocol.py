@@ -11,9 +11,10 @@ This module must never import ``flowmasond``: the daemon imports it, not the oth
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -33,7 +34,7 @@ MAX_JSON_DEPTH = 64
 # The method of the notifications a `runs.events` stream sends before its final reply.
 EVENT_NOTIFICATION = "runs.event"
 
-RequestId = Union[StrictInt, StrictStr, None]
+RequestId = StrictInt | StrictStr | None
 RunState = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
@@ -385,7 +386,7 @@ class PipelineValidateResult(Result):
     issues: list[dict[str, Any]] = Field(default_factory=list)
 
 
-Timestamp = Union[float, str, None]
+Timestamp = float | str | None
 
 
 class RunInfo(Result):

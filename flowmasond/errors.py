@@ -73,7 +73,7 @@ class PipelineValidationError(PipelineError):
 class ValidationIssue:
     """One problem in a pipeline file, located by stage and field."""
 
-    __slots__ = ("file", "stage", "field", "message")
+    __slots__ = ("field", "file", "message", "stage")
 
     def __init__(self, message: str, *, file: str | None = None, stage: str | None = None,
                  field: str | None = None) -> None:

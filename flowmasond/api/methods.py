@@ -6,8 +6,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from flowmason_client.protocol import (
     PROTOCOL_VERSION,

@@ -17,16 +17,23 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
 
 from flowmason_client.protocol import (
-    MAX_LINE_BYTES, ErrorCode, RequestId, encode, make_error, make_notification, make_response,
+    MAX_LINE_BYTES,
+    ErrorCode,
+    RequestId,
+    encode,
+    make_error,
+    make_notification,
+    make_response,
     rpc_code_for,
 )
 from flowmasond.api.dispatch import Dispatcher, MethodEntry, StreamResult
@@ -174,7 +181,7 @@ class ControlServer:
             await connection.serve()
         except asyncio.CancelledError:
             pass  # the server is closing
-        except Exception:  # noqa: BLE001 - one broken connection must never reach the event loop
+        except Exception:
             log.exception("control.connection_failed", peer_uid=peer.uid, peer_pid=peer.pid)
         finally:
             self._connections.pop(task, None)

@@ -311,8 +311,10 @@ def _parse_ref(text: str, inner: str) -> TemplateRef:
     if any(not s.strip() for s in segments):
         return _invalid(text, segments[0], "empty path segment")
     root, rest = segments[0], segments[1:]
-    if root == "input" or root == "context":
-        return _ref(text, root, root, None, rest)
+    if root == "input":
+        return _ref(text, "input", root, None, rest)
+    if root == "context":
+        return _ref(text, "context", root, None, rest)
     if root == "upstream":
         if not rest:
             return _invalid(text, root, "'upstream' needs a stage id: {{upstream.<stage>.<field>}}")

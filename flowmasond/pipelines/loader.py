@@ -144,7 +144,7 @@ def _schema_issues(config: PipelineConfig, file: str) -> list[ValidationIssue]:
     """input_schema and output_schema must be valid JSON Schema (Draft 2020-12) at load time."""
     from flowmasond.components.operators.schema import check_schema
 
-    issues = []
+    issues: list[ValidationIssue] = []
     for name in ("input_schema", "output_schema"):
         schema = getattr(config, name)
         if schema:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

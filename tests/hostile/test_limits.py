@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -21,15 +22,17 @@ from llm.fake_chat import FakeChatServer, Reply
 SMALL = {"max_run_input_bytes": 1024, "max_stage_output_bytes": 4096, "max_show_output_bytes": 512,
          "events_page_size": 25}
 LOOP = {"id": "loop", "stages": [
-    {"id": "each", "component_type": "foreach", "config": {"items": "{{input.items}}", "loop_stages": ["say"]}},
+    {"id": "each", "component_type": "foreach",
+     "config": {"items": "{{input.items}}", "loop_stages": ["say"]}},
     {"id": "say", "component_type": "logger", "config": {"message": "{{context.item}}"}}]}
 PRINT = {"id": "print", "stages": [
-    {"id": "print", "component_type": "shell", "config": {"command": ["sh", "-c", "head -c \"$N\" /dev/zero | tr '\\0' x"],
-                                                          "env": {"N": "{{input.n}}"}}}]}
+    {"id": "print", "component_type": "shell",
+     "config": {"command": ["sh", "-c", "head -c \"$N\" /dev/zero | tr '\\0' x"], "env": {"N": "{{input.n}}"}}}]}
 
 
 @pytest.fixture
-def small(daemon_factory: Callable[..., DaemonProcess], write_pipeline: Callable[[dict[str, Any]], Path]) -> DaemonProcess:
+def small(daemon_factory: Callable[..., DaemonProcess],
+          write_pipeline: Callable[[dict[str, Any]], Path]) -> DaemonProcess:
     """A daemon with small limits and the loop and print pipelines."""
     write_pipeline(LOOP)
     write_pipeline(PRINT)

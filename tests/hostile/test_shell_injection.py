@@ -157,7 +157,7 @@ async def test_argv_and_env_forms_are_unchanged(tmp_path: Path) -> None:
 
 
 # Printable text with every shell metacharacter well represented, plus arbitrary unicode.
-_SHELLISH = st.lists(st.sampled_from(list(string.printable) + ["$(", "${", "'\\''", "\"$(", "`id`"]),
+_SHELLISH = st.lists(st.sampled_from([*string.printable, "$(", "${", "'\\''", "\"$(", "`id`"]),
                      max_size=30).map("".join)
 _UNICODE = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 

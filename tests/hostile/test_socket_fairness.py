@@ -10,8 +10,9 @@ import socket
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def fork_as(uid: int, work: Callable[[int], Any]) -> tuple[int, int]:
             os.setgid(uid)
             os.setuid(uid)
             work(write_fd)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent through the pipe
+        except BaseException as exc:
             os.write(write_fd, json.dumps({"child_error": repr(exc)}).encode() + b"\n")
             status = 1
         os._exit(status)

@@ -35,7 +35,7 @@ stage_ids = st.sampled_from(["a", "b", "c", "input", "x.y", "", "a/b"])
 @st.composite
 def stages(draw: st.DrawFn) -> dict[str, Any]:
     stage: dict[str, Any] = {"id": draw(stage_ids),
-                             "component_type": draw(st.sampled_from(REGISTRY.names() + ["nope"]))}
+                             "component_type": draw(st.sampled_from([*REGISTRY.names(), "nope"]))}
     config = draw(st.dictionaries(st.sampled_from(CONFIG_KEYS), st.one_of(json_values, st.lists(stage_ids)),
                                   max_size=4))
     stage["config"] = config

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import email.utils
 import math
-from datetime import datetime, timezone
-from typing import Any, Mapping, NoReturn
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import httpx
 import structlog
@@ -259,8 +260,8 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
                 when = None
             if when is not None:
                 if when.tzinfo is None:
-                    when = when.replace(tzinfo=timezone.utc)
-                seconds = max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+                    when = when.replace(tzinfo=UTC)
+                seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER_S)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -215,7 +216,7 @@ class ProviderRegistry:
         for provider in self.providers.values():
             try:
                 await provider.aclose()
-            except Exception:  # noqa: BLE001 - one provider's close must not keep others open
+            except Exception:
                 log.exception("provider_close_failed", provider=provider.name)
 
 

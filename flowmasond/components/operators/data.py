@@ -7,13 +7,19 @@ end). There is no expression language on purpose: anything richer belongs in a s
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
 from flowmasond.components.operators import shadowing_fields
-from flowmasond.components.operators.schema import (check_schema, is_json_number, json_equal,
-                                                    json_type_name, validate_json_schema)
+from flowmasond.components.operators.schema import (
+    check_schema,
+    is_json_number,
+    json_equal,
+    json_type_name,
+    validate_json_schema,
+)
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
 from flowmasond.engine.types import ErrorType
