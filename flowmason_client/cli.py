@@ -371,6 +371,8 @@ def _follow(client: Client, run_id: str, *, as_json: bool, show_all: bool = Fals
         else:
             final = item
     run = final.run.model_dump(mode="json") if final and final.run else client.runs_show(run_id).model_dump(mode="json")
+    if run.get("output_truncated"):
+        run["output"] = client.runs_output(run_id).output  # replies bound outputs; this one was asked for
     status = run.get("status")
     if as_json:
         print(json.dumps({"run_id": run_id, "status": status, "output": run.get("output"), "error": run.get("error")}))

@@ -20,11 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from flowmason_client.errors import (
-    ConnectionLostError,
-    DaemonUnreachableError,
-    ProtocolError,
-    RemoteError,
-    RequestTimeoutError,
+    ConnectionLostError, DaemonUnreachableError, ProtocolError, RemoteError, RequestTimeoutError,
 )
 from flowmason_client.paths import resolve_socket_path
 from flowmason_client.protocol import (

@@ -23,11 +23,7 @@ from flowmasond.config import DaemonConfig
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.errors import ConfigurationError, FlowmasonError
 from flowmasond.sdnotify import (
-    Notifier,
-    is_unix_stream_listener,
-    listen_fds,
-    scrub_environment,
-    watchdog_interval_s,
+    Notifier, is_unix_stream_listener, listen_fds, scrub_environment, watchdog_interval_s,
 )
 
 log = structlog.get_logger("flowmasond.daemon")

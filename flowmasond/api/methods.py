@@ -116,6 +116,12 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     limits = daemon.config.limits
     file_limits = FileLimits(max_bytes=limits.max_pipeline_file_bytes, max_depth=limits.max_json_depth)
 
+    def run_view(row: Any, *, stages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """run_info with the run's output bounded (runs.output returns it in full)."""
+        info = run_info(row, stages=stages)
+        bounded_output(info, limits.max_show_output_bytes)
+        return info
+
     async def health(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
         state = "stopping" if daemon.stopping else ("ok" if daemon.ready else "starting")
         return {"status": state, "version": __version__,
@@ -199,12 +205,12 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             # The inputs are this call's params: not matching the input_schema is -32602, not a stage failure.
             raise RpcError(ErrorCode.INVALID_PARAMS, f"Invalid params: {exc.message}", exc.to_dict()) from None
         row = await journal.get_run(run_id)
-        return run_info(row)
+        return run_view(row)
 
     async def runs_list(params: RunListParams, peer: PeerInfo) -> dict[str, Any]:
         rows = await journal.list_runs(status=RunStatus(params.status) if params.status else None,
                                        pipeline_id=params.pipeline_id, limit=params.limit)
-        return {"runs": [run_info(r) for r in rows]}
+        return {"runs": [run_view(r) for r in rows]}
 
     async def _row(run_id: str) -> Any:
         return await journal.get_run(run_id)  # RunNotFoundError names the run
@@ -213,14 +219,11 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         row = await _row(params.run_id)
         snapshot = await journal.load_snapshot(params.run_id)
         pipeline = await journal.pinned_definition(params.run_id)
-        info = run_info(row, stages=stage_rows(snapshot, pipeline))
         # Outputs can be megabytes each: show bounds every one of them; runs.output fetches one in full.
-        bounded_output(info, limits.max_show_output_bytes)
+        info = run_view(row, stages=stage_rows(snapshot, pipeline))
         for stage in info["stages"]:
             bounded_output(stage, limits.max_show_output_bytes)
-        info["children"] = [run_info(c) for c in await journal.child_runs(params.run_id)]
-        for child in info["children"]:
-            bounded_output(child, limits.max_show_output_bytes)
+        info["children"] = [run_view(c) for c in await journal.child_runs(params.run_id)]
         info["total_stages"] = len(pipeline.stages)
         return info
 
@@ -242,7 +245,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
                 last = max(last, int(event["id"]))
                 yield event
             yield StreamResult({"events": [], "last_id": last, "more": False,
-                                "run": run_info(await _row(params.run_id))})
+                                "run": run_view(await _row(params.run_id))})
             return
         row = await _row(params.run_id)  # RunNotFoundError for an unknown run
         page = min(params.limit or limits.events_page_size, limits.events_page_size)
@@ -251,16 +254,16 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         events = [event_dict(e) for e in rows[:page]]
         if events:
             last = int(events[-1]["id"])
-        yield StreamResult({"events": events, "last_id": last, "more": len(rows) > page, "run": run_info(row)})
+        yield StreamResult({"events": events, "last_id": last, "more": len(rows) > page, "run": run_view(row)})
 
     async def runs_cancel(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
         await manager.cancel(params.run_id)
-        return run_info(await _row(params.run_id))
+        return run_view(await _row(params.run_id))
 
     async def runs_resume(params: RunResumeParams, peer: PeerInfo) -> dict[str, Any]:
         definition = "current" if params.accept_changed_definition else ("pinned" if params.pinned else None)
         await manager.resume(params.run_id, force=params.force, definition=definition)
-        return run_info(await _row(params.run_id))
+        return run_view(await _row(params.run_id))
 
     def scheduler() -> Any:
         if daemon.scheduler is None:

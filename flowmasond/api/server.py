@@ -27,13 +27,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from flowmason_client.protocol import (
-    MAX_LINE_BYTES,
-    ErrorCode,
-    RequestId,
-    encode,
-    make_error,
-    make_notification,
-    make_response,
+    MAX_LINE_BYTES, ErrorCode, RequestId, encode, make_error, make_notification, make_response,
     rpc_code_for,
 )
 from flowmasond.api.dispatch import Dispatcher, MethodEntry, StreamResult
@@ -181,7 +175,7 @@ class ControlServer:
             await connection.serve()
         except asyncio.CancelledError:
             pass  # the server is closing
-        except Exception:
+        except Exception:  # noqa: BLE001 - one broken connection must never reach the event loop
             log.exception("control.connection_failed", peer_uid=peer.uid, peer_pid=peer.pid)
         finally:
             self._connections.pop(task, None)

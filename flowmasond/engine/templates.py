@@ -384,7 +384,7 @@ def _lookup(ref: TemplateRef, scope: TemplateScope) -> Any:
 
 def _walk(ref: TemplateRef, value: Any, where: str) -> Any:
     current = value
-    for segment, index in zip(ref.path, ref._indexes):
+    for segment, index in zip(ref.path, ref._indexes, strict=True):
         kind = type(current)
         if kind is dict or (kind is not list and isinstance(current, Mapping)):
             found = current.get(segment, _MISSING)

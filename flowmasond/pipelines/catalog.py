@@ -108,7 +108,7 @@ class PipelineCatalog:
         except (OSError, FlowmasonError) as exc:
             self._record_problem(path, [ValidationIssue(str(exc), file=str(path))])
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - no file may stop the daemon from starting or reloading
             log.exception("pipeline_load_crashed", file=str(path))
             self._record_problem(path, [ValidationIssue(f"cannot load: {type(exc).__name__}: {exc}"[:500],
                                                         file=str(path))])

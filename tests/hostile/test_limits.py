@@ -126,3 +126,14 @@ async def test_env_templates_resolve_only_allowed_names() -> None:
     assert hidden.status is RunStatus.FAILED
     error = hidden.results["a"].error
     assert "not allowed" in error and "env_allow" in error and "s3cr3t" not in error
+
+
+def test_run_follow_prints_a_long_output_in_full(small: DaemonProcess) -> None:
+    """`flowmason run --follow` fetches the whole output when replies carry only its size."""
+    done = small.cli("run", "print", "-i", "n=2000", "--follow", "--json")
+    assert done.returncode == 0, done.stderr
+    final = json.loads(done.stdout.splitlines()[-1])
+    assert final["status"] == "succeeded" and final["output"]["stdout"] == "x" * 2000
+    with small.client() as client:
+        listed = client.call("runs.list", {"pipeline_id": "print"})["runs"][0]
+    assert listed["output"] is None and listed["output_truncated"]["limit"] == 512

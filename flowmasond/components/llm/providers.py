@@ -216,7 +216,7 @@ class ProviderRegistry:
         for provider in self.providers.values():
             try:
                 await provider.aclose()
-            except Exception:
+            except Exception:  # noqa: BLE001 - one provider's close must not keep others open
                 log.exception("provider_close_failed", provider=provider.name)
 
 
