@@ -212,12 +212,15 @@ def _render_shell(compiled: _Compiled, scope: TemplateScope, values: dict[str, s
         if isinstance(value, (list, tuple)):
             return list(value)  # a whole argv: the component runs it without a shell
     chunks: list[str] = []
-    state = _PLAIN
+    state, escaped = _PLAIN, False
     for part in compiled.parts:
         if isinstance(part, str):
             chunks.append(part)
-            state = _shell_state_after(part, state)
+            state, escaped = _shell_state_after(part, state)
             continue
+        if escaped:
+            # The backslash would apply to the first character of the reference and unbalance it.
+            raise _Unresolved(part.text, "a template may not follow a backslash in a shell command")
         name = f"{SHELL_TEMPLATE_PREFIX}{len(values) + 1}"
         values[name] = _as_text(_lookup(part, scope))
         if state == _DOUBLE:
@@ -229,8 +232,9 @@ def _render_shell(compiled: _Compiled, scope: TemplateScope, values: dict[str, s
     return "".join(chunks)
 
 
-def _shell_state_after(text: str, state: str) -> str:
-    """The quoting state (plain, single, double) after ``text``, starting in ``state``."""
+def _shell_state_after(text: str, state: str) -> tuple[str, bool]:
+    """The quoting state (plain, single, double) after ``text``, starting in ``state``, and whether
+    a backslash at its end escapes what follows."""
     escaped = False
     for char in text:
         if escaped:
@@ -247,7 +251,7 @@ def _shell_state_after(text: str, state: str) -> str:
             state = _SINGLE
         elif char == '"':
             state = _DOUBLE
-    return state
+    return state, escaped
 
 
 def _render(compiled: _Compiled, scope: TemplateScope) -> Any:

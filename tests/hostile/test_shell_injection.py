@@ -172,3 +172,10 @@ async def test_generated_payloads_arrive_as_data(tmp_path: Path, payload: str, c
     assert status is RunStatus.SUCCEEDED
     assert out.read_bytes() == expected.format(payload).encode()
     out.unlink()
+
+
+async def test_a_template_after_a_backslash_is_refused(tmp_path: Path) -> None:
+    """`\\{{x}}` would escape the reference's own quote: the stage fails with a clear message instead."""
+    outcome = await run_pipeline({"stages": [write_stage("printf '%s' \\{{input.p}}")]}, {"p": "a; b"})
+    assert outcome.status is RunStatus.FAILED
+    assert "may not follow a backslash" in (outcome.results["write"].error or "")
