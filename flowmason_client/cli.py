@@ -11,8 +11,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime, UTC
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -298,7 +297,7 @@ def _next_fires(client: Client, args: argparse.Namespace) -> int:
         " (disabled: these are the times it would fire)" if not schedule.get("enabled", True) else "")
     print(f"{schedule.get('name')}  {schedule.get('cron')}  {schedule.get('timezone')}{state}")
     for fire in result["fires"]:
-        utc = datetime.fromtimestamp(fire["time"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        utc = datetime.fromtimestamp(fire["time"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         print(f"  {fire['local']}  (UTC{fire['utc_offset']}, {utc})")
     if len(result["fires"]) < args.next:
         print("  (no further fire times: the expression stops matching)")
