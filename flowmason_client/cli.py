@@ -198,6 +198,10 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     if info.get("error"):
         err = info["error"]
         print(f"error     {err.get('message') if isinstance(err, dict) else err}")
+    if info.get("stages_omitted"):
+        omitted = info["stages_omitted"]
+        print(f"  ... {omitted['count']} more stages not shown (limit {omitted['limit_name']} = {omitted['limit']}); "
+              f"`flowmason events {info['run_id']}` lists them all")
     if info.get("output_truncated"):
         cut = info["output_truncated"]
         print(f"output:   {cut['bytes']} bytes, more than `show` returns; "

@@ -59,8 +59,11 @@ class LimitsConfig(BaseModel):
     # keeps `runs.output` of any stored output under the client's 64 MiB reply cap even when
     # every character needs a six-byte JSON escape.
     max_stage_output_bytes: int = Field(default=8 << 20, ge=1024)
-    # How much of each stage output `runs.show` includes; `runs.output` fetches one in full.
+    # How much of each stage output `runs.show` includes, of all its outputs together, and how
+    # many stage rows (a loop makes thousands); `runs.output` fetches any one output in full.
     max_show_output_bytes: int = Field(default=64 << 10, ge=256)
+    max_show_bytes: int = Field(default=4 << 20, ge=1024)
+    max_show_stages: int = Field(default=10_000, ge=10)
     # Events per `runs.events` page; the client follows `next_after_id` for the rest.
     events_page_size: int = Field(default=1000, ge=10, le=10000)
     # Socket connections: per peer uid, in all, and how many of them only root and allowed_uids get.

@@ -96,15 +96,21 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
-def bounded_output(holder: dict[str, Any], limit: int) -> None:
-    """Replace ``holder['output']`` by None and an ``output_truncated`` note when it exceeds ``limit``."""
+def bounded_output(holder: dict[str, Any], limit: int, budget: list[int] | None = None) -> None:
+    """Replace ``holder['output']`` by None and an ``output_truncated`` note when it exceeds ``limit``,
+    or what is left of ``budget`` (a one-element list, decreased by every output kept)."""
     output = holder.get("output")
     if output is None or isinstance(output, (bool, int, float)):
         return
     size = json_size(output)
     if size > limit:
         holder["output"] = None
-        holder["output_truncated"] = {"bytes": size, "limit": limit}
+        holder["output_truncated"] = {"bytes": size, "limit": limit, "limit_name": "max_show_output_bytes"}
+    elif budget is not None and size > budget[0]:
+        holder["output"] = None
+        holder["output_truncated"] = {"bytes": size, "limit": budget[0], "limit_name": "max_show_bytes"}
+    elif budget is not None:
+        budget[0] -= size
 
 
 def build_dispatcher(daemon: Daemon) -> Dispatcher:
@@ -219,10 +225,16 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         row = await _row(params.run_id)
         snapshot = await journal.load_snapshot(params.run_id)
         pipeline = await journal.pinned_definition(params.run_id)
-        # Outputs can be megabytes each: show bounds every one of them; runs.output fetches one in full.
-        info = run_view(row, stages=stage_rows(snapshot, pipeline))
+        # Outputs can be megabytes each and a loop makes thousands of stages: show bounds each output,
+        # all outputs together, and the number of stage rows; runs.output fetches any one in full.
+        stages = stage_rows(snapshot, pipeline)
+        info = run_view(row, stages=stages[:limits.max_show_stages])
+        if len(stages) > limits.max_show_stages:
+            info["stages_omitted"] = {"count": len(stages) - limits.max_show_stages,
+                                      "limit": limits.max_show_stages, "limit_name": "max_show_stages"}
+        budget = [limits.max_show_bytes]
         for stage in info["stages"]:
-            bounded_output(stage, limits.max_show_output_bytes)
+            bounded_output(stage, limits.max_show_output_bytes, budget)
         info["children"] = [run_view(c) for c in await journal.child_runs(params.run_id)]
         info["total_stages"] = len(pipeline.stages)
         return info

@@ -20,11 +20,12 @@ from flowmasond.testing import run_pipeline
 from llm.fake_chat import FakeChatServer, Reply
 
 SMALL = {"max_run_input_bytes": 1024, "max_stage_output_bytes": 4096, "max_show_output_bytes": 512,
-         "events_page_size": 25}
+         "max_show_bytes": 2048, "max_show_stages": 30, "events_page_size": 25}
 LOOP = {"id": "loop", "stages": [
     {"id": "each", "component_type": "foreach",
      "config": {"items": "{{input.items}}", "loop_stages": ["say"]}},
-    {"id": "say", "component_type": "logger", "config": {"message": "{{context.item}}"}}]}
+    # Padded so that 30 outputs overrun a 2 KiB show budget.
+    {"id": "say", "component_type": "logger", "config": {"message": "{{context.item}} " + "p" * 100}}]}
 PRINT = {"id": "print", "stages": [
     {"id": "print", "component_type": "shell",
      "config": {"command": ["sh", "-c", "head -c \"$N\" /dev/zero | tr '\\0' x"], "env": {"N": "{{input.n}}"}}}]}
@@ -137,3 +138,23 @@ def test_run_follow_prints_a_long_output_in_full(small: DaemonProcess) -> None:
     with small.client() as client:
         listed = client.call("runs.list", {"pipeline_id": "print"})["runs"][0]
     assert listed["output"] is None and listed["output_truncated"]["limit"] == 512
+
+
+def test_show_bounds_the_stage_rows_and_all_outputs_together(small: DaemonProcess) -> None:
+    """A 40-iteration loop: show lists max_show_stages rows and says how many it left out; outputs
+    that each fit are kept only until max_show_bytes is spent."""
+    items = [f"item {i:03}" for i in range(40)]
+    with small.client() as client:
+        run_id = client.runs_start("loop", {"items": items}).run_id
+        assert finished(small, run_id)["status"] == "succeeded"
+        shown = client.call("runs.show", {"run_id": run_id})
+    assert len(shown["stages"]) == 30
+    # 41 rows at least: the loop stage and its 40 iterations.
+    assert shown["stages_omitted"]["count"] >= 41 - 30
+    assert (shown["stages_omitted"]["limit"], shown["stages_omitted"]["limit_name"]) == (30, "max_show_stages")
+    kept = [s for s in shown["stages"] if s.get("output") is not None]
+    cut = [s for s in shown["stages"] if s.get("output_truncated")]
+    assert kept and cut
+    assert all(s["output_truncated"]["limit_name"] == "max_show_bytes" for s in cut)
+    assert sum(len(json.dumps(s["output"], separators=(",", ":"))) for s in kept) <= 2048
+    assert "more stages not shown" in small.cli("show", run_id).stdout
