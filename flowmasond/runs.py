@@ -453,20 +453,20 @@ class RunManager:
         """Yield the run's journal events, then (with ``follow``) new ones until the run finishes."""
         await self.journal.get_run(run_id)  # RunNotFoundError for an unknown run
         cursor = after_id
+        finished = False
         while True:
-            for event in await self.journal.events(run_id, after_id=cursor):
+            batch = await self.journal.events(run_id, after_id=cursor)
+            for event in batch:
                 cursor = max(cursor, event.id)
                 yield event_dict(event)
-            if not follow:
+            if batch:
+                continue  # a read returns one page: read until nothing is left, never stop at a page
+            if not follow or finished:
                 return
             row = await self.journal.get_run(run_id)
             if row.status.finished and run_id not in self._active:
-                # Last reads: events committed together with the final status, and any pages left.
-                while batch := await self.journal.events(run_id, after_id=cursor):
-                    for event in batch:
-                        cursor = max(cursor, event.id)
-                        yield event_dict(event)
-                return
+                finished = True  # one more read: events committed together with the final status
+                continue
             await self.wait_changed(timeout=0.5)
 
 

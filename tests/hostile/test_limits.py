@@ -158,3 +158,21 @@ def test_show_bounds_the_stage_rows_and_all_outputs_together(small: DaemonProces
     assert all(s["output_truncated"]["limit_name"] == "max_show_bytes" for s in cut)
     assert sum(len(json.dumps(s["output"], separators=(",", ":"))) for s in kept) <= 2048
     assert "more stages not shown" in small.cli("show", run_id).stdout
+
+
+def test_events_of_a_run_with_more_than_1000_events_are_all_listed(
+        daemon_factory: Callable[..., DaemonProcess], write_pipeline: Callable[[dict[str, Any]], Path],
+        state_dir: Path) -> None:
+    """Past the journal's 1,000-event read, `events` and `events --follow` print every stored event."""
+    write_pipeline({**LOOP, "id": "long"})
+    daemon = daemon_factory(config={"shutdown_grace_s": 2.0}).start()
+    with daemon.client() as client:
+        run_id = client.runs_start("long", {"items": [str(i) for i in range(600)]}).run_id
+    assert daemon.wait_for_status(run_id, {"succeeded", "failed"}, timeout=120)["status"] == "succeeded"
+    with sqlite3.connect(f"file:{state_dir / 'journal.sqlite3'}?mode=ro", uri=True) as db:
+        stored = [row[0] for row in db.execute("SELECT id FROM run_events WHERE run_id = ? ORDER BY id", (run_id,))]
+    assert len(stored) > 1000
+    for args in (["events", run_id, "--json"], ["events", run_id, "--follow", "--json"]):
+        done = daemon.cli(*args)
+        printed = [json.loads(line)["id"] for line in done.stdout.splitlines() if line.startswith('{"id"')]
+        assert printed == stored, args
