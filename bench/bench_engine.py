@@ -38,7 +38,7 @@ from flowmasond.engine.context import ExecutionContext  # noqa: E402
 from flowmasond.engine.dag import DAGExecutor, RunOutcome  # noqa: E402
 from flowmasond.engine.models import PipelineConfig, StageConfig  # noqa: E402
 from flowmasond.engine.registry import ComponentInput, ComponentRegistry, operator  # noqa: E402
-from flowmasond.engine.types import RunStatus  # noqa: E402
+from flowmasond.engine.interfaces import RunStatus  # noqa: E402
 
 # The aims of the spec (issue 2, "Benchmark").
 OVERHEAD_AIM = Aim("engine overhead per no-op stage", 50.0, "µs")

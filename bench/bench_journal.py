@@ -34,10 +34,15 @@ if str(_REPO) not in sys.path:
 from _common import Aim  # noqa: E402
 from bench_engine import build_registry, chain_shape, wide_shape  # noqa: E402
 
-from flowmasond.engine.checkpoint import MemoryRunStore, Record  # noqa: E402
+from flowmasond.engine.checkpoint import MemoryRunStore  # noqa: E402
+from flowmasond.engine.interfaces import (
+    ComponentResult,
+    ExecutionHooks,
+    Record,
+    RunStatus,
+    StageStatus,
+)  # noqa: E402
 from flowmasond.engine.dag import DAGExecutor  # noqa: E402
-from flowmasond.engine.hooks import ExecutionHooks  # noqa: E402
-from flowmasond.engine.types import ComponentResult, RunStatus, StageStatus  # noqa: E402
 from flowmasond.journal import Journal  # noqa: E402
 
 CHAIN_AIM = Aim("FULL chain cost per stage vs one raw WAL+FULL commit", 1.5, "x")

@@ -28,7 +28,7 @@ from flowmason_client.protocol import (
     Params, PipelineListResult, PipelineShowParams, PipelineShowResult, PipelineValidateParams,
     PipelineValidateResult, Response, Result, RunEvent, RunEventsParams, RunEventsResult, RunInfo,
     RunListParams, RunListResult, RunOutputParams, RunOutputResult, RunRefParams, RunResumeParams,
-    RunStartParams, RunState, ScheduleInfo, ScheduleListResult, ScheduleNextParams, ScheduleNextResult,
+    RunStartParams, RunStatus, ScheduleInfo, ScheduleListResult, ScheduleNextParams, ScheduleNextResult,
     ScheduleRefParams, ScheduleTriggerResult, StatusResult, VersionResult, encode, make_request, parse_reply,
 )
 
@@ -186,7 +186,7 @@ class AsyncClient:
         params = RunStartParams(pipeline_id=pipeline_id, inputs=inputs or {})
         return _parse(RunInfo, await self.call("runs.start", params))
 
-    async def runs_list(self, *, status: RunState | None = None, pipeline_id: str | None = None,
+    async def runs_list(self, *, status: RunStatus | None = None, pipeline_id: str | None = None,
                         limit: int = 50) -> RunListResult:
         """`runs.list`."""
         params = RunListParams(status=status, pipeline_id=pipeline_id, limit=limit)
@@ -382,7 +382,7 @@ class Client:
         """`runs.start`."""
         return self._run(self._client.runs_start(pipeline_id, inputs))
 
-    def runs_list(self, *, status: RunState | None = None, pipeline_id: str | None = None,
+    def runs_list(self, *, status: RunStatus | None = None, pipeline_id: str | None = None,
                   limit: int = 50) -> RunListResult:
         """`runs.list`."""
         return self._run(self._client.runs_list(status=status, pipeline_id=pipeline_id, limit=limit))

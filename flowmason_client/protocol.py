@@ -35,7 +35,8 @@ MAX_JSON_DEPTH = 64
 EVENT_NOTIFICATION = "runs.event"
 
 RequestId = StrictInt | StrictStr | None
-RunState = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
+# A run's lifecycle state; the same values as the daemon's flowmasond.engine.interfaces.RunStatus.
+RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 class ErrorCode(IntEnum):
@@ -246,7 +247,7 @@ class RunStartParams(Params):
 class RunListParams(Params):
     """`runs.list`: newest first, filtered by status and pipeline."""
 
-    status: RunState | None = None
+    status: RunStatus | None = None
     pipeline_id: str | None = Field(default=None, min_length=1)
     limit: int = Field(default=50, ge=1, le=1000)
 

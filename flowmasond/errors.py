@@ -118,8 +118,8 @@ class StageError(FlowmasonError):
 
     def __init__(self, message: str | None = None, *, error_type: Any = None,
                  retry_after_s: float | None = None, **context: Any) -> None:
-        # Imported here: flowmasond.engine.types must stay importable without this module's users.
-        from flowmasond.engine.types import ErrorType
+        # Imported here: flowmasond.engine.interfaces must stay importable without this module's users.
+        from flowmasond.engine.interfaces import ErrorType
 
         self.error_type = ErrorType(error_type) if error_type is not None else ErrorType.COMPONENT
         # A peer's request to wait (HTTP Retry-After); the retry delay is at least this long.

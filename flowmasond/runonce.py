@@ -12,10 +12,9 @@ from typing import Any, TextIO
 from flowmason_client.inputs import parse_inputs
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.dag import DAGExecutor, RunOutcome
-from flowmasond.engine.hooks import ExecutionHooks
+from flowmasond.engine.interfaces import ComponentResult, ExecutionHooks, RunStatus, StageStatus
 from flowmasond.engine.models import PipelineConfig, StageConfig
 from flowmasond.engine.registry import ComponentRegistry
-from flowmasond.engine.types import ComponentResult, RunStatus, StageStatus
 from flowmasond.errors import PipelineValidationError
 from flowmasond.pipelines.catalog import PipelineCatalog
 from flowmasond.pipelines.loader import load_pipeline_file

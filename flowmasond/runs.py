@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Sequence
 import structlog
 
 from flowmasond.engine.cancellation import CancellationToken
-from flowmasond.engine.dag import DAGExecutor, RunOutcome, RunState, new_run_id
-from flowmasond.engine.hooks import ExecutionHooks
+from flowmasond.engine.dag import DAGExecutor, RunOutcome, ExecutingRun, new_run_id
+from flowmasond.engine.interfaces import ExecutionHooks, RunStatus
 from flowmasond.engine.models import PipelineConfig
-from flowmasond.engine.types import RunStatus
 from flowmasond.environment import AllowedEnvironment
 from flowmasond.errors import (
     DefinitionChangedError,
@@ -339,7 +338,7 @@ class RunManager:
         return await self.journal.pinned_definition(row.run_id)
 
     # -- subpipelines --------------------------------------------------------------------------------
-    async def _run_child(self, parent: RunState, path: str, child_run_id: str, pipeline_id: str,
+    async def _run_child(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
                          inputs: dict[str, Any]) -> RunOutcome:
         row = await self.find(child_run_id)
         snapshot = None

@@ -33,13 +33,11 @@ from typing import Any, Mapping, NamedTuple
 from pydantic import Field
 
 from flowmasond.engine.cancellation import CancellationToken
-from flowmasond.engine.checkpoint import RunSnapshot, RunStore
+from flowmasond.engine.interfaces import ComponentResult, ErrorType, ExecutionHooks, RunSnapshot, RunStore
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.dag import DAGExecutor, RunOutcome
-from flowmasond.engine.hooks import ExecutionHooks
 from flowmasond.engine.models import PipelineConfig, StageConfig
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, ComponentRegistry, operator
-from flowmasond.engine.types import ComponentResult, ErrorType
 from flowmasond.errors import ComponentError
 
 __all__ = [

@@ -29,7 +29,7 @@ from flowmasond import __version__
 from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.framing import RpcError
 from flowmasond.api.peercred import PeerInfo
-from flowmasond.engine.types import ErrorType, RunStatus
+from flowmasond.engine.interfaces import ErrorType, RunStatus
 from flowmasond.errors import LimitExceededError, PermissionDeniedError, PipelineValidationError, StageError
 from flowmasond.pipelines.loader import FileLimits, load_pipeline_dict, load_pipeline_file, value_depth
 from flowmasond.runs import event_dict

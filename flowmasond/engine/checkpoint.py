@@ -1,88 +1,14 @@
-"""The engine's durability seam: what it commits, and what a resumed run starts from.
+"""``MemoryRunStore``: the in-memory ``RunStore`` (no durability).
 
-The engine never talks to SQLite. It hands ``Record`` batches to a ``RunStore`` and awaits them
-before any dependent work starts (write-ahead). The journal implements ``RunStore`` durably;
-``MemoryRunStore`` is the in-memory implementation used by ``run-once`` and as the benchmark
-baseline. A resumed run starts from a ``RunSnapshot`` that the store rebuilds from its records.
-
-Stage paths name every execution uniquely within a run: top-level stages by id (``fetch``),
-children of a control-flow stage under it (``tc/cleanup``), foreach iterations by index
-(``loop/3/transform``, ``outer/0/inner/2/step``).
+Used by ``run-once``, by engine tests and as the benchmark baseline; the journal's
+``JournalRunStore`` is the durable implementation. Both pass tests/contracts/.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Protocol, Sequence
+from typing import Sequence
 
-from flowmasond.engine.types import ComponentResult, StageStatus
-
-
-class RecordKind(str, Enum):
-    """What a journal record holds."""
-
-    RESULT = "result"  # a ComponentResult for one stage path
-    DECISION = "decision"  # a control-flow state transition at a stage path (latest one wins)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One entry of an atomic commit."""
-
-    kind: RecordKind
-    path: str
-    result: ComponentResult | None = None
-    decision: dict[str, Any] | None = None
-
-    @classmethod
-    def of_result(cls, path: str, result: ComponentResult) -> Record:
-        return cls(RecordKind.RESULT, path, result=result)
-
-    @classmethod
-    def of_decision(cls, path: str, decision: dict[str, Any]) -> Record:
-        return cls(RecordKind.DECISION, path, decision=decision)
-
-
-@dataclass(slots=True)
-class RunSnapshot:
-    """Everything committed for one run: the state a resumed run continues from."""
-
-    results: dict[str, ComponentResult] = field(default_factory=dict)
-    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)  # highest started attempt per path
-
-    def apply(self, record: Record) -> None:
-        if record.kind is RecordKind.RESULT:
-            assert record.result is not None
-            self.results[record.path] = record.result
-        else:
-            assert record.decision is not None
-            self.decisions[record.path] = record.decision
-
-    def for_resume(self) -> RunSnapshot:
-        """The snapshot a resume starts from: unhandled failures are dropped so they run again."""
-        kept = {p: r for p, r in self.results.items()
-                if r.status is not StageStatus.FAILED or r.handled}
-        return RunSnapshot(results=kept, decisions=dict(self.decisions), attempts=dict(self.attempts))
-
-    def in_flight(self) -> list[str]:
-        """Paths that started an attempt but have no committed result (candidates to re-run)."""
-        return [p for p in self.attempts if p not in self.results]
-
-
-class RunStore(Protocol):
-    """Where a run's records go. ``commit`` returns only once the batch is durable."""
-
-    async def commit(self, records: Sequence[Record]) -> None: ...
-
-    async def mark_started(self, path: str, attempt: int, *, durable: bool) -> None:
-        """Record that ``attempt`` of ``path`` begins.
-
-        ``durable=True`` waits until it is committed (stages that are not safe to repeat);
-        ``durable=False`` may ride along with the next commit, so a crash can lose it.
-        """
-        ...
+from flowmasond.engine.interfaces import Record, RunSnapshot
 
 
 class MemoryRunStore:

@@ -11,12 +11,11 @@ import asyncio
 from collections import ChainMap
 from typing import TYPE_CHECKING, Any
 
-from flowmasond.engine.checkpoint import Record
-from flowmasond.engine.types import ComponentResult, ErrorType, RunStatus, StageStatus
+from flowmasond.engine.interfaces import ComponentResult, ErrorType, Record, RunStatus, StageStatus
 from flowmasond.errors import RunCancelledError, StageError, UnsafeToRepeatError
 
 if TYPE_CHECKING:
-    from flowmasond.engine.dag import DAGExecutor, Frame, RunState, ScopeOutcome
+    from flowmasond.engine.dag import DAGExecutor, Frame, ExecutingRun, ScopeOutcome
     from flowmasond.engine.models import StageConfig
     from flowmasond.engine.registry import ComponentMeta
 
@@ -36,7 +35,7 @@ class ControlFlowHandler:
     def __init__(self, engine: DAGExecutor) -> None:
         self.engine = engine
 
-    async def execute(self, run: RunState, stage: StageConfig, meta: ComponentMeta, path: str,
+    async def execute(self, run: ExecutingRun, stage: StageConfig, meta: ComponentMeta, path: str,
                       frame: Frame, input: Any) -> tuple[ComponentResult, list[Record]]:
         """Run a control-flow stage; returns its result and records to commit with it."""
         handler = getattr(self, f"_{stage.component_type}")
@@ -58,7 +57,7 @@ class ControlFlowHandler:
                      failures_handled=changes.get("failures_handled", False),
                      on_failure=changes.get("on_failure"))
 
-    async def _branch(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+    async def _branch(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                       decision: dict[str, Any], chosen: list[str], others: list[str],
                       decided: bool) -> ScopeOutcome:
         """Journal a branch decision (with the skip set), then run the chosen stages."""
@@ -90,7 +89,7 @@ class ControlFlowHandler:
         return _success(stage, output)
 
     # -- conditional / router ---------------------------------------------------------------------
-    async def _conditional(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+    async def _conditional(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                            input: Any) -> tuple[ComponentResult, list[Record]]:
         decision = run.decisions.get(path)
         decided = decision is not None
@@ -102,7 +101,7 @@ class ControlFlowHandler:
         scope = await self._branch(run, stage, path, frame, decision, chosen, others, decided)
         return self._branch_result(stage, scope, {"branch": branch}, others), []
 
-    async def _router(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+    async def _router(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                       input: Any) -> tuple[ComponentResult, list[Record]]:
         decision = run.decisions.get(path)
         decided = decision is not None
@@ -126,7 +125,7 @@ class ControlFlowHandler:
         return self._branch_result(stage, scope, {"route": decision["route"]}, others), []
 
     # -- foreach -------------------------------------------------------------------------------------
-    async def _foreach(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+    async def _foreach(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                        input: Any) -> tuple[ComponentResult, list[Record]]:
         decision = run.decisions.get(path)
         if decision is None:
@@ -208,7 +207,7 @@ class ControlFlowHandler:
         return _success(stage, output), []
 
     # -- trycatch ------------------------------------------------------------------------------------
-    async def _trycatch(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+    async def _trycatch(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                         input: Any) -> tuple[ComponentResult, list[Record]]:
         caught = run.decisions.get(path)
         if caught is None:
@@ -262,7 +261,7 @@ class ControlFlowHandler:
         return _success(stage, output), []
 
     # -- subpipeline ---------------------------------------------------------------------------------
-    async def _subpipeline(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+    async def _subpipeline(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                            input: Any) -> tuple[ComponentResult, list[Record]]:
         from flowmasond.engine.dag import MAX_SUBPIPELINE_DEPTH, new_run_id
 
@@ -295,7 +294,7 @@ class ControlFlowHandler:
         return result, []
 
     # -- return ----------------------------------------------------------------------------------------
-    async def _return(self, run: RunState, stage: StageConfig, path: str, frame: Frame,
+    async def _return(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                       input: Any) -> tuple[ComponentResult, list[Record]]:
         if not truthy(input.condition):
             return _success(stage, {"returned": False, "message": input.message}), []

@@ -19,21 +19,32 @@ import time
 import uuid
 from collections import ChainMap
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, MutableMapping
 
 import structlog
 from pydantic import ValidationError
 
 from flowmasond.engine.cancellation import CancellationToken
-from flowmasond.engine.checkpoint import MemoryRunStore, Record, RunSnapshot, RunStore
+from flowmasond.engine.checkpoint import MemoryRunStore
+from flowmasond.engine.interfaces import (
+    ChildRunner,
+    ComponentResult,
+    CompositeHooks,
+    ErrorType,
+    ExecutionHooks,
+    Record,
+    RunSnapshot,
+    RunStatus,
+    RunStore,
+    StageStatus,
+    UsageMetrics,
+)
 from flowmasond.engine.control_flow import ControlFlowHandler
 from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
-from flowmasond.engine.hooks import CompositeHooks, ExecutionHooks
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.engine.plan import ExecutionPlan, Group
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.engine.templates import TemplateScope, resolve
-from flowmasond.engine.types import ComponentResult, ErrorType, RunStatus, StageStatus, UsageMetrics
 from flowmasond.errors import (
     FlowmasonError,
     JournalError,
@@ -71,13 +82,6 @@ class RunOutcome:
     returned: bool = False
 
 
-class ChildRunner(Protocol):
-    """Runs (or resumes) a subpipeline's child run; the daemon supplies a journaled one."""
-
-    async def __call__(self, parent: RunState, path: str, child_run_id: str, pipeline_id: str,
-                       inputs: dict[str, Any]) -> RunOutcome: ...
-
-
 @dataclass(slots=True)
 class Frame:
     """Where a group of stages runs: path prefix, visible outputs, loop variables, failure policy."""
@@ -105,7 +109,7 @@ class ScopeOutcome:
 
 
 @dataclass(slots=True)
-class RunState:
+class ExecutingRun:
     """Everything one executing run holds."""
 
     run_id: str
@@ -193,7 +197,7 @@ class DAGExecutor:
         snapshot = snapshot or RunSnapshot()
         if store is None:
             store = MemoryRunStore()
-        run = RunState(
+        run = ExecutingRun(
             run_id=run_id, pipeline=pipeline, plan=self.plan_for(pipeline), inputs=inputs, store=store,
             cancellation=cancellation or CancellationToken(), decisions=dict(snapshot.decisions),
             committed=dict(snapshot.results), resumed_attempts=dict(snapshot.attempts), force=force,
@@ -211,7 +215,7 @@ class DAGExecutor:
         return outcome
 
     # -- run ---------------------------------------------------------------------------------------
-    async def _execute_run(self, run: RunState) -> RunOutcome:
+    async def _execute_run(self, run: ExecutingRun) -> RunOutcome:
         pipeline = run.pipeline
         outcome = RunOutcome(run_id=run.run_id, pipeline_id=pipeline.id, status=RunStatus.RUNNING)
         try:
@@ -254,7 +258,7 @@ class DAGExecutor:
         outcome.usage = usage
         return outcome
 
-    def _run_output(self, run: RunState, scope: ScopeOutcome) -> Any:
+    def _run_output(self, run: ExecutingRun, scope: ScopeOutcome) -> Any:
         if run.returned:
             return run.return_value
         pipeline = run.pipeline
@@ -269,7 +273,7 @@ class DAGExecutor:
         return {s: run.upstream.get(s) for s in sinks}
 
     # -- groups --------------------------------------------------------------------------------------
-    async def run_group(self, run: RunState, group: Group, frame: Frame) -> ScopeOutcome:
+    async def run_group(self, run: ExecutingRun, group: Group, frame: Frame) -> ScopeOutcome:
         """Run one group of sibling stages to completion; the heart of scheduling."""
         pending = {m: len(group.deps[m]) for m in group.members}
         results: dict[str, ComponentResult] = {}
@@ -343,7 +347,7 @@ class DAGExecutor:
             return ScopeOutcome(results=results, failed=failed[1], failed_path=frame.prefix + failed[0])
         return ScopeOutcome(results=results)
 
-    async def _run_inline(self, run: RunState, member: str, frame: Frame) -> ComponentResult:
+    async def _run_inline(self, run: ExecutingRun, member: str, frame: Frame) -> ComponentResult:
         """``run_stage`` in the current task, with the same cancellation grace as a stage task."""
         token = run.cancellation
         task = asyncio.current_task()
@@ -375,7 +379,7 @@ class DAGExecutor:
             if fired:
                 task.uncancel()
 
-    async def _drain_after_cancel(self, run: RunState, tasks: dict[asyncio.Task[ComponentResult], str],
+    async def _drain_after_cancel(self, run: ExecutingRun, tasks: dict[asyncio.Task[ComponentResult], str],
                                   complete: Callable[[str, ComponentResult], None]) -> None:
         """Give in-flight stages the grace period, keep what finished, cancel the rest."""
         grace = run.cancellation.grace_s
@@ -392,7 +396,7 @@ class DAGExecutor:
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks.clear()
 
-    def _restore(self, run: RunState, member: str, path: str, result: ComponentResult, frame: Frame) -> None:
+    def _restore(self, run: ExecutingRun, member: str, path: str, result: ComponentResult, frame: Frame) -> None:
         frame.upstream[member] = result.output if result.status is StageStatus.SUCCESS else None
         if run.plan.meta[member].kind == "control_flow":
             for child_path, child in run.plan.flat_descendants(member, frame.prefix):
@@ -402,7 +406,7 @@ class DAGExecutor:
                 else:
                     frame.upstream.setdefault(child, None)
 
-    async def _skip(self, run: RunState, member: str, path: str, frame: Frame, reason: str) -> ComponentResult:
+    async def _skip(self, run: ExecutingRun, member: str, path: str, frame: Frame, reason: str) -> ComponentResult:
         stage = run.plan.stages[member]
         result = ComponentResult.skipped(member, stage.component_type, reason)
         frame.upstream[member] = None
@@ -415,11 +419,11 @@ class DAGExecutor:
         return result
 
     # -- one stage ----------------------------------------------------------------------------------
-    def template_scope(self, run: RunState, member: str, path: str, frame: Frame) -> TemplateScope:
+    def template_scope(self, run: ExecutingRun, member: str, path: str, frame: Frame) -> TemplateScope:
         context = {**run.context_base, **frame.variables, "stage_id": member, "stage_path": path}
         return TemplateScope(input=run.inputs, upstream=frame.upstream, env=self.env, context=context)
 
-    async def run_stage(self, run: RunState, member: str, frame: Frame) -> ComponentResult:
+    async def run_stage(self, run: ExecutingRun, member: str, frame: Frame) -> ComponentResult:
         """Execute one stage (leaf or control flow) and commit its result."""
         stage = run.plan.stages[member]
         meta = run.plan.meta[member]
@@ -454,7 +458,7 @@ class DAGExecutor:
             await self.hooks.on_stage_complete(run.run_id, path, stage, result)
         return result
 
-    async def _run_leaf(self, run: RunState, stage: Any, meta: Any, path: str, frame: Frame,
+    async def _run_leaf(self, run: ExecutingRun, stage: Any, meta: Any, path: str, frame: Frame,
                         input_model: Any) -> ComponentResult:
         attempt_base = run.resumed_attempts.get(path, 0)
         if attempt_base and not meta.safe_to_repeat and not run.force:
@@ -478,7 +482,7 @@ class DAGExecutor:
                 attempt_base=attempt_base, variables=frame.variables, logger=run.logger)
 
     # -- subpipelines ------------------------------------------------------------------------------
-    async def _run_child_in_memory(self, parent: RunState, path: str, child_run_id: str, pipeline_id: str,
+    async def _run_child_in_memory(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
                                    inputs: dict[str, Any]) -> RunOutcome:
         pipeline = self.lookup_pipeline(pipeline_id)
         return await self.execute(pipeline, inputs, run_id=child_run_id, cancellation=parent.cancellation,

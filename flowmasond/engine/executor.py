@@ -12,13 +12,12 @@ from pydantic import BaseModel, ValidationError
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.models import RetryConfig
 from flowmasond.engine.retry import NO_RETRY, backoff_delay_s
-from flowmasond.engine.types import ComponentResult, ErrorType, StageStatus, UsageMetrics
+from flowmasond.engine.interfaces import ComponentResult, ErrorType, StageStatus, UsageMetrics
 from flowmasond.errors import ComponentError, RunCancelledError, StageError
 
 if TYPE_CHECKING:
     from flowmasond.engine.cancellation import CancellationToken
-    from flowmasond.engine.checkpoint import RunStore
-    from flowmasond.engine.hooks import ExecutionHooks
+    from flowmasond.engine.interfaces import ExecutionHooks, RunStore
     from flowmasond.engine.models import StageConfig
     from flowmasond.engine.registry import ComponentMeta
 

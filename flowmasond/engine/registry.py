@@ -15,16 +15,13 @@ import typing
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from flowmasond.engine.models import RetryConfig
 from flowmasond.errors import ComponentNotFoundError, ConfigurationError
-
-if TYPE_CHECKING:
-    from flowmasond.engine.context import ExecutionContext
 
 ComponentKind = Literal["node", "operator", "control_flow"]
 ENTRY_POINT_GROUP = "flowmason.components"
@@ -67,14 +64,6 @@ class ComponentOutput(BaseModel):
     """Base for a component's ``Output``."""
 
     model_config = ConfigDict(extra="allow")
-
-
-class Component(Protocol):
-    """What a component class provides."""
-
-    Input: type[BaseModel]
-
-    async def execute(self, input: Any, context: ExecutionContext) -> Any: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

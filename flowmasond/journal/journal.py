@@ -19,9 +19,8 @@ from typing import Any, AsyncIterator, Callable, Iterable, TypeVar
 import aiosqlite
 import structlog
 
-from flowmasond.engine.checkpoint import RunSnapshot
+from flowmasond.engine.interfaces import RunSnapshot, RunStatus, UsageMetrics
 from flowmasond.engine.models import PipelineConfig
-from flowmasond.engine.types import RunStatus, UsageMetrics
 from flowmasond.errors import FlowmasonError, JournalError, RunNotFoundError
 from flowmasond.journal.connections import (check_sqlite_version, check_synchronous,
                                             configure_reader, configure_writer, connect,

@@ -11,8 +11,7 @@ import json
 import sqlite3
 from typing import Any
 
-from flowmasond.engine.checkpoint import RunSnapshot
-from flowmasond.engine.types import ComponentResult, ErrorType, StageStatus, UsageMetrics
+from flowmasond.engine.interfaces import ComponentResult, ErrorType, RunSnapshot, StageStatus, UsageMetrics
 from flowmasond.journal.rows import dumps, dumps_or_none
 from flowmasond.journal.sqlfiles import queries
 

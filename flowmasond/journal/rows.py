@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from flowmasond.engine.types import RunStatus, UsageMetrics
+from flowmasond.engine.interfaces import RunStatus, UsageMetrics
 
 # Compact and stable: the journal stores many small documents.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)

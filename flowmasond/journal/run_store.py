@@ -12,8 +12,7 @@ import sqlite3
 from functools import partial
 from typing import Any, Callable, Sequence
 
-from flowmasond.engine.checkpoint import Record, RecordKind
-from flowmasond.engine.types import MIXED, UsageMetrics
+from flowmasond.engine.interfaces import MIXED, Record, RecordKind, UsageMetrics
 from flowmasond.errors import JournalError, RunNotFoundError
 from flowmasond.journal.records import decision_value, result_values
 from flowmasond.journal.sqlfiles import queries
@@ -53,7 +52,7 @@ def _insert_attempt(conn: sqlite3.Connection, params: tuple[str, str, int, float
 
 
 class JournalRunStore:
-    """Commits one run's records durably; implements ``flowmasond.engine.checkpoint.RunStore``."""
+    """Commits one run's records durably; implements ``flowmasond.engine.interfaces.RunStore``."""
 
     def __init__(self, writer: JournalWriter, run_id: str, clock: Callable[[], float]) -> None:
         self._writer = writer

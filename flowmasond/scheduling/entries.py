@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping
 
 from flowmasond.engine.models import ScheduleConfig
-from flowmasond.engine.types import RunStatus
+from flowmasond.engine.interfaces import RunStatus
 from flowmasond.errors import ScheduleNotFoundError  # noqa: F401 - re-exported
 from flowmasond.scheduling.cron import CronSchedule
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flowmasond.config import DaemonConfig
-from flowmasond.engine.types import RunStatus
+from flowmasond.engine.interfaces import RunStatus
 from flowmasond.journal import Journal
 from flowmasond.pipelines.catalog import PipelineCatalog
 from flowmasond.runs import RunManager

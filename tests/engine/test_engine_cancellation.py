@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.checkpoint import MemoryRunStore
-from flowmasond.engine.types import RunStatus
+from flowmasond.engine.interfaces import RunStatus
 from flowmasond.testing import EventRecorder, read_ledger
 from flowmasond.components.operators.shell import process_alive
 

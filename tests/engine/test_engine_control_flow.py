@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flowmasond.engine.types import ErrorType, RunStatus, StageStatus
+from flowmasond.engine.interfaces import ErrorType, RunStatus, StageStatus
 from flowmasond.testing import max_in_flight, read_ledger
 
 

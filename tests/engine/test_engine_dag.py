@@ -6,8 +6,7 @@ from typing import Any
 
 import structlog
 
-from flowmasond.engine.hooks import ExecutionHooks
-from flowmasond.engine.types import ErrorType, RunStatus, StageStatus
+from flowmasond.engine.interfaces import ErrorType, ExecutionHooks, RunStatus, StageStatus
 from flowmasond.testing import EventRecorder, read_ledger
 
 

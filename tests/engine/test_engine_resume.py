@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowmasond.engine.checkpoint import MemoryRunStore, RunSnapshot
-from flowmasond.engine.types import ComponentResult, RunStatus, StageStatus
+from flowmasond.engine.checkpoint import MemoryRunStore
+from flowmasond.engine.interfaces import ComponentResult, RunSnapshot, RunStatus, StageStatus
 from flowmasond.testing import EventRecorder, read_ledger
 
 

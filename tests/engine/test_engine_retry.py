@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flowmasond.engine.models import RetryConfig
 from flowmasond.engine.retry import backoff_delay_s
-from flowmasond.engine.types import ErrorType, RunStatus, StageStatus
+from flowmasond.engine.interfaces import ErrorType, RunStatus, StageStatus
 from flowmasond.testing import EventRecorder
 
 FAST_RETRY = {"initial_delay_ms": 1, "max_delay_ms": 5, "jitter": False}

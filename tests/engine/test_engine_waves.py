@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowmasond.engine.types import ErrorType, RunStatus, StageStatus
+from flowmasond.engine.interfaces import ErrorType, RunStatus, StageStatus
 from flowmasond.testing import EventRecorder, max_in_flight
 
 

@@ -13,7 +13,7 @@ import pytest
 from daemon_support import DaemonProcess
 from flowmason_client.errors import RemoteError
 from flowmasond.components.llm.providers import LLMRequest, ProviderConfig, build_providers
-from flowmasond.engine.types import RunStatus
+from flowmasond.engine.interfaces import RunStatus
 from flowmasond.environment import AllowedEnvironment
 from flowmasond.errors import ComponentError
 from flowmasond.testing import run_pipeline

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowmasond.engine.types import RunStatus
+from flowmasond.engine.interfaces import RunStatus
 from flowmasond.testing import run_pipeline
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from flowmasond.engine.models import PipelineConfig
-from flowmasond.engine.types import ComponentResult, ErrorType, StageStatus, UsageMetrics
+from flowmasond.engine.interfaces import ComponentResult, ErrorType, StageStatus, UsageMetrics
 
 
 def make_pipeline(pipeline_id: str = "demo", *, stages: int = 2) -> PipelineConfig:

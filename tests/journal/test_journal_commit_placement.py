@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 import pytest
 from journal_helpers import make_pipeline, make_result
 
-from flowmasond.engine.checkpoint import Record
+from flowmasond.engine.interfaces import Record
 from flowmasond.errors import StorageFullError
 from flowmasond.journal import Journal
 from flowmasond.journal.writer import CHECKPOINT_EVERY, INLINE_MAX_REQUESTS

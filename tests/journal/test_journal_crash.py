@@ -21,8 +21,7 @@ WORKERS = 4
 # its commit returned, i.e. once the journal acknowledged it as durable.
 CHILD = r"""
 import asyncio, sys
-from flowmasond.engine.checkpoint import Record
-from flowmasond.engine.types import ComponentResult, StageStatus
+from flowmasond.engine.interfaces import ComponentResult, Record, StageStatus
 from flowmasond.journal import Journal
 
 async def main(path, run_id, prefix, workers):

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, Iterator
 import pytest
 from journal_helpers import integrity, make_pipeline, make_result
 
-from flowmasond.engine.checkpoint import Record
+from flowmasond.engine.interfaces import Record
 from flowmasond.errors import JournalError, StorageFullError
 from flowmasond.journal import Journal
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from journal_helpers import file_digest, make_pipeline
 
-from flowmasond.engine.types import ComponentResult, RunStatus
+from flowmasond.engine.interfaces import ComponentResult, RunStatus
 from flowmasond.errors import JournalError, SchemaTooNewError
 from flowmasond.journal import Journal
 from flowmasond.journal.migrations import Migration, load_migrations, migrate

@@ -8,8 +8,7 @@ from typing import Awaitable, Callable
 
 from journal_helpers import FakeClock, integrity, make_pipeline, make_result
 
-from flowmasond.engine.checkpoint import Record
-from flowmasond.engine.types import RunStatus
+from flowmasond.engine.interfaces import Record, RunStatus
 from flowmasond.journal import Journal
 
 Opener = Callable[..., Awaitable[Journal]]

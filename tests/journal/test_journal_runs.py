@@ -10,8 +10,7 @@ from typing import Awaitable, Callable
 import pytest
 from journal_helpers import FakeClock, make_pipeline, make_result
 
-from flowmasond.engine.checkpoint import Record
-from flowmasond.engine.types import MIXED, RunStatus
+from flowmasond.engine.interfaces import MIXED, Record, RunStatus
 from flowmasond.errors import JournalError, RunNotFoundError, StageError
 from flowmasond.journal import EventRow, Journal
 

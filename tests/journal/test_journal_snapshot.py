@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from journal_helpers import make_pipeline, make_result
 
-from flowmasond.engine.checkpoint import Record
-from flowmasond.engine.types import StageStatus
+from flowmasond.engine.interfaces import Record, StageStatus
 from flowmasond.errors import RunNotFoundError
 from flowmasond.journal import Journal
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from journal_helpers import make_pipeline, make_result
 
-from flowmasond.engine.checkpoint import Record
-from flowmasond.engine.types import StageStatus
+from flowmasond.engine.interfaces import Record, StageStatus
 from flowmasond.journal import Journal
 
 

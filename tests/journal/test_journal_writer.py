@@ -9,7 +9,7 @@ from typing import Awaitable, Callable
 import pytest
 from journal_helpers import make_pipeline, make_result
 
-from flowmasond.engine.checkpoint import Record
+from flowmasond.engine.interfaces import Record
 from flowmasond.errors import JournalError, RunNotFoundError
 from flowmasond.journal import Journal
 

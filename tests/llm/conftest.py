@@ -11,7 +11,7 @@ from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.models import StageConfig
 from flowmasond.engine.registry import ComponentRegistry
-from flowmasond.engine.types import UsageMetrics
+from flowmasond.engine.interfaces import UsageMetrics
 
 from .fake_chat import FakeChatServer
 

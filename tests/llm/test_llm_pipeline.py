@@ -10,10 +10,9 @@ import pytest
 from flowmasond.components.llm.providers import ProviderConfig, ProviderRegistry, build_providers
 from flowmasond.engine.checkpoint import MemoryRunStore
 from flowmasond.engine.dag import DAGExecutor, RunOutcome
-from flowmasond.engine.hooks import ExecutionHooks
+from flowmasond.engine.interfaces import ErrorType, ExecutionHooks, RunStatus, StageStatus
 from flowmasond.engine.models import PipelineConfig, StageConfig
 from flowmasond.engine.registry import ComponentRegistry
-from flowmasond.engine.types import ErrorType, RunStatus, StageStatus
 
 from .fake_chat import FakeChatServer, Received, Reply
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from flowmasond.components.llm.providers import ProviderConfig, build_providers
 from flowmasond.engine.registry import ComponentRegistry
-from flowmasond.engine.types import ErrorType, UsageMetrics
+from flowmasond.engine.interfaces import ErrorType, UsageMetrics
 from flowmasond.errors import ComponentError
 
 from .fake_chat import FakeChatServer, Reply

@@ -17,7 +17,7 @@ from flowmasond.components.llm.providers import (
     ProviderConfig,
     build_providers,
 )
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 from .fake_chat import FakeChatServer, Reply

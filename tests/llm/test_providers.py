@@ -16,7 +16,7 @@ from flowmasond.components.llm.providers import (
     build_providers,
     read_api_key,
 )
-from flowmasond.engine.types import ErrorType, UsageMetrics
+from flowmasond.engine.interfaces import ErrorType, UsageMetrics
 from flowmasond.errors import ComponentError, ConfigurationError
 
 from .fake_chat import FakeChatServer, Received, Reply

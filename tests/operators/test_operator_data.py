@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowmasond.components.operators.data import lookup_path
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 RunOperator = Callable[..., Awaitable[Any]]

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowmasond.components.operators.http import classify_status, parse_retry_after
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 RunOperator = Callable[..., Awaitable[Any]]

@@ -10,7 +10,7 @@ import structlog
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 RunOperator = Callable[..., Awaitable[Any]]

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 from pydantic import ValidationError
 
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 from flowmasond.components.operators.shell import process_alive
 

@@ -28,7 +28,7 @@ from flowmasond.components.llm.settings import stage_settings
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.models import RetryConfig
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, node
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError, ConfigurationError
 
 log = structlog.get_logger("flowmasond.llm")

@@ -19,7 +19,7 @@ import structlog
 from pydantic import SecretStr
 
 from flowmasond.components.llm.providers import LLMRequest, LLMResponse, ProviderConfig
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 log = structlog.get_logger("flowmasond.llm")

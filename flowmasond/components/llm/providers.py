@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from flowmasond.engine.types import UsageMetrics
+from flowmasond.engine.interfaces import UsageMetrics
 from flowmasond.environment import remove_secret
 from flowmasond.errors import ConfigurationError
 

@@ -22,7 +22,7 @@ from flowmasond.components.operators.schema import (
 )
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 _INDEX = re.compile(r"-?\d+")

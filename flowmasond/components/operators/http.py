@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from flowmasond.components.operators import shadowing_fields
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 # Below the operators' 30 s stage timeout, so a slow peer is reported by httpx with its phase.

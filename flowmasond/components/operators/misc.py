@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
 LOGGER_NAME = "flowmasond.stage"

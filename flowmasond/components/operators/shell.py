@@ -22,7 +22,7 @@ from pydantic import Field
 from flowmasond.components.operators import shadowing_fields
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
-from flowmasond.engine.types import ErrorType
+from flowmasond.engine.interfaces import ErrorType
 from flowmasond.environment import stage_base_env
 from flowmasond.errors import ComponentError
 

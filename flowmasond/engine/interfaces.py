@@ -1,11 +1,35 @@
-"""Plain value types shared by the engine, the journal and the API."""
+"""The engine's interfaces in one place: the values it exchanges and the seams others implement.
+
+- Values: ``ErrorType``, ``StageStatus``, ``RunStatus``, ``UsageMetrics``, ``ComponentResult``.
+- Durability seam: the engine never talks to SQLite. It hands ``Record`` batches to a ``RunStore``
+  and awaits them before any dependent work starts (write-ahead). The journal implements it
+  durably (``flowmasond.journal.run_store.JournalRunStore``), ``MemoryRunStore``
+  (``flowmasond.engine.checkpoint``) in memory. A resumed run starts from a ``RunSnapshot``.
+- Observation: ``ExecutionHooks`` (and ``CompositeHooks`` fanning out to several).
+- Extension: ``Component`` (what a component class provides) and ``ChildRunner`` (who runs a
+  subpipeline's child run).
+
+Stage paths name every execution uniquely within a run: top-level stages by id (``fetch``),
+children of a control-flow stage under it (``tc/cleanup``), foreach iterations by index
+(``loop/3/transform``, ``outer/0/inner/2/step``).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import structlog
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from flowmasond.engine.context import ExecutionContext
+    from flowmasond.engine.dag import ExecutingRun, RunOutcome
+    from flowmasond.engine.models import PipelineConfig, StageConfig
+
+log = structlog.get_logger("flowmasond.engine")
 
 
 class ErrorType(str, Enum):
@@ -184,3 +208,139 @@ class ComponentResult:
         now = time.time()
         return cls(stage_id=stage_id, component_type=component_type, status=StageStatus.SKIPPED,
                    output=None, error=reason, started_at=now, finished_at=now)
+
+
+
+class RecordKind(str, Enum):
+    """What a journal record holds."""
+
+    RESULT = "result"  # a ComponentResult for one stage path
+    DECISION = "decision"  # a control-flow state transition at a stage path (latest one wins)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One entry of an atomic commit."""
+
+    kind: RecordKind
+    path: str
+    result: ComponentResult | None = None
+    decision: dict[str, Any] | None = None
+
+    @classmethod
+    def of_result(cls, path: str, result: ComponentResult) -> Record:
+        return cls(RecordKind.RESULT, path, result=result)
+
+    @classmethod
+    def of_decision(cls, path: str, decision: dict[str, Any]) -> Record:
+        return cls(RecordKind.DECISION, path, decision=decision)
+
+
+@dataclass(slots=True)
+class RunSnapshot:
+    """Everything committed for one run: the state a resumed run continues from."""
+
+    results: dict[str, ComponentResult] = field(default_factory=dict)
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)  # highest started attempt per path
+
+    def apply(self, record: Record) -> None:
+        if record.kind is RecordKind.RESULT:
+            assert record.result is not None
+            self.results[record.path] = record.result
+        else:
+            assert record.decision is not None
+            self.decisions[record.path] = record.decision
+
+    def for_resume(self) -> RunSnapshot:
+        """The snapshot a resume starts from: unhandled failures are dropped so they run again."""
+        kept = {p: r for p, r in self.results.items()
+                if r.status is not StageStatus.FAILED or r.handled}
+        return RunSnapshot(results=kept, decisions=dict(self.decisions), attempts=dict(self.attempts))
+
+    def in_flight(self) -> list[str]:
+        """Paths that started an attempt but have no committed result (candidates to re-run)."""
+        return [p for p in self.attempts if p not in self.results]
+
+
+class RunStore(Protocol):
+    """Where a run's records go. ``commit`` returns only once the batch is durable."""
+
+    async def commit(self, records: Sequence[Record]) -> None: ...
+
+    async def mark_started(self, path: str, attempt: int, *, durable: bool) -> None:
+        """Record that ``attempt`` of ``path`` begins.
+
+        ``durable=True`` waits until it is committed (stages that are not safe to repeat);
+        ``durable=False`` may ride along with the next commit, so a crash can lose it.
+        """
+        ...
+
+
+
+class ExecutionHooks:
+    """Callbacks around a run; every method is optional (the base does nothing).
+
+    A hook's exception is logged and swallowed: observing a run must never break it.
+    """
+
+    async def on_run_start(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any]) -> None: ...
+
+    async def on_stage_start(self, run_id: str, path: str, stage: StageConfig, attempt: int) -> None: ...
+
+    async def on_stage_retry(self, run_id: str, path: str, stage: StageConfig, attempt: int,
+                             error: str, delay_s: float) -> None: ...
+
+    async def on_stage_complete(self, run_id: str, path: str, stage: StageConfig,
+                                result: ComponentResult) -> None: ...
+
+    async def on_stage_skipped(self, run_id: str, path: str, stage: StageConfig, reason: str) -> None: ...
+
+    async def on_run_complete(self, run_id: str, outcome: Any) -> None: ...
+
+
+class CompositeHooks(ExecutionHooks):
+    """Fans each callback out to several hooks, isolating their failures."""
+
+    def __init__(self, hooks: Sequence[ExecutionHooks]) -> None:
+        self.hooks = [h for h in hooks if h is not None]
+
+    async def _each(self, name: str, *args: Any) -> None:
+        for hook in self.hooks:
+            try:
+                await getattr(hook, name)(*args)
+            except Exception:  # noqa: BLE001 - by contract a hook cannot kill the run
+                log.exception("hook_failed", hook=type(hook).__name__, callback=name)
+
+    async def on_run_start(self, *args: Any) -> None:
+        await self._each("on_run_start", *args)
+
+    async def on_stage_start(self, *args: Any) -> None:
+        await self._each("on_stage_start", *args)
+
+    async def on_stage_retry(self, *args: Any) -> None:
+        await self._each("on_stage_retry", *args)
+
+    async def on_stage_complete(self, *args: Any) -> None:
+        await self._each("on_stage_complete", *args)
+
+    async def on_stage_skipped(self, *args: Any) -> None:
+        await self._each("on_stage_skipped", *args)
+
+    async def on_run_complete(self, *args: Any) -> None:
+        await self._each("on_run_complete", *args)
+
+
+class Component(Protocol):
+    """What a component class provides."""
+
+    Input: type[BaseModel]
+
+    async def execute(self, input: Any, context: ExecutionContext) -> Any: ...
+
+
+class ChildRunner(Protocol):
+    """Runs (or resumes) a subpipeline's child run; the daemon supplies a journaled one."""
+
+    async def __call__(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
+                       inputs: dict[str, Any]) -> RunOutcome: ...
