@@ -1,4 +1,4 @@
-"""The SQLite journal: durable runs, records, attempts and events (see flowmasond/state/README.md)."""
+"""The SQLite journal: durable runs, records, attempts and events (see state/README.md)."""
 
 from __future__ import annotations
 

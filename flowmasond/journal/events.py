@@ -1,6 +1,6 @@
 """The kinds of ``run_events`` rows (the feed behind ``flowmason events --follow``).
 
-Every kind is documented with its ``data`` fields in ``flowmasond/state/README.md``.
+Every kind is documented with its ``data`` fields in ``state/README.md``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Writes go through the single group-committing ``JournalWriter``; queries use a separate reader
 connection, which WAL lets read committed data while the writer is busy. The on-disk contract
-(tables, columns, record and event kinds) is ``flowmasond/state/README.md``.
+(tables, columns, record and event kinds) is ``state/README.md``.
 """
 
 from __future__ import annotations

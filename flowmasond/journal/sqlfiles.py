@@ -1,4 +1,4 @@
-"""Access to the SQL shipped in ``flowmasond/state/``: migrations and named query blocks.
+"""Access to the SQL in the top-level ``state/`` (shipped as ``flowmasond.state``): migrations and named query blocks.
 
 Python holds no SQL: queries live in ``state/queries/*.sql`` as blocks introduced by a
 ``-- name: <query_name>`` line (procrastinate style), migrations in ``state/migrations/NNNN_*.sql``.
@@ -18,8 +18,8 @@ _NAME_LINE = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 def state_dir() -> Traversable:
-    """The packaged ``state/`` directory (works from a wheel as well as a checkout)."""
-    return resources.files("flowmasond") / "state"
+    """The SQL directory: the top-level ``state/``, shipped as package ``flowmasond.state``."""
+    return resources.files("flowmasond.state")
 
 
 class Queries:
