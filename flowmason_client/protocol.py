@@ -62,6 +62,8 @@ class ErrorCode(IntEnum):
     SERVER_BUSY = -32012  # too many connections; try again
     SCHEDULE_NOT_FOUND = -32013  # no schedule with that id (or the id is ambiguous)
     LIMIT_EXCEEDED = -32014  # a configured size limit refused the request (data.context.limit names it)
+    RUN_CONFLICT = -32015  # another resume, cancel or recovery of the run won the race; this one did nothing
+    STARTING = -32016  # the daemon is recovering runs after its start; retry once health says ok
 
 
 # flowmasond error code string (``FlowmasonError.code``) -> JSON-RPC code. Every application error
@@ -85,6 +87,8 @@ APP_ERROR_CODES: Mapping[str, ErrorCode] = {
     "server_busy": ErrorCode.SERVER_BUSY,
     "schedule_not_found": ErrorCode.SCHEDULE_NOT_FOUND,
     "limit_exceeded": ErrorCode.LIMIT_EXCEEDED,
+    "run_conflict": ErrorCode.RUN_CONFLICT,
+    "starting": ErrorCode.STARTING,
 }
 
 

@@ -6,6 +6,10 @@ import argparse
 import asyncio
 import sys
 
+# sysexits.h codes the daemon exits with (documented in README, "Install as a service").
+EX_TEMPFAIL = 75  # another flowmasond owns the state directory (its pid is in the message)
+EX_CONFIG = 78  # the configuration is invalid; restarting cannot fix it
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -57,7 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     """Load the configuration and run the daemon until it is stopped."""
     from flowmasond.config import load_config
     from flowmasond.daemon import Daemon
-    from flowmasond.errors import ConfigurationError, FlowmasonError
+    from flowmasond.errors import ConfigurationError, FlowmasonError, JournalLockedError
     from flowmasond.logs import configure_logging
 
     try:
@@ -66,7 +70,7 @@ def serve(args: argparse.Namespace) -> int:
             "log_level": args.log_level})
     except FlowmasonError as exc:
         print(f"flowmasond: {exc}", file=sys.stderr)
-        return 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps a bad config from looping
+        return EX_CONFIG  # systemd's RestartPreventExitStatus keeps a bad config from looping
     if args.check_config:
         print(f"configuration ok: state_dir={config.state_dir} socket={config.socket} "
               f"pipelines={[str(p) for p in config.pipeline_dirs]}")
@@ -83,7 +87,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"flowmasond: {exc}", file=sys.stderr)
         # A configuration problem (bad socket, unusable activated socket, unknown component module)
         # will not fix itself on a restart: 78 makes systemd stop retrying.
-        return 78 if isinstance(exc, ConfigurationError) else 1
+        if isinstance(exc, ConfigurationError):
+            return EX_CONFIG
+        # Another flowmasond owns the state directory: temporary, it clears when that one exits,
+        # so the unit's Restart=on-failure may try again (75 is not in RestartPreventExitStatus).
+        return EX_TEMPFAIL if isinstance(exc, JournalLockedError) else 1
 
 
 if __name__ == "__main__":

@@ -175,6 +175,12 @@ class StorageFullError(JournalError):
     code = "storage_full"
 
 
+class JournalLockedError(JournalError):
+    """Another process owns this journal (its state directory); one owner per state directory."""
+
+    code = "journal_locked"
+
+
 class SchemaTooNewError(JournalError):
     """The journal was written by a newer flowmasond; it is left untouched."""
 
@@ -197,6 +203,18 @@ class InvalidStateError(FlowmasonError):
     """The run is not in a state that allows this operation."""
 
     code = "invalid_state"
+
+
+class RunConflictError(InvalidStateError):
+    """Another operation changed the run first (two resumes, cancels or recoveries raced); this one lost."""
+
+    code = "run_conflict"
+
+
+class StartingError(FlowmasonError):
+    """The daemon is still recovering runs after its start; state changes wait until health says ok."""
+
+    code = "starting"
 
 
 class PermissionDeniedError(FlowmasonError):

@@ -27,6 +27,7 @@ from flowmasond.journal.connections import (check_sqlite_version, check_synchron
                                             create_private_file, in_thread, storage_error)
 from flowmasond.journal.events import EventKind
 from flowmasond.journal.migrations import load_migrations, migrate, refuse_if_too_new
+from flowmasond.journal.owner import OwnerLock
 from flowmasond.journal.records import read_snapshot
 from flowmasond.journal.rows import EventRow, PruneResult, RunRow, dumps, dumps_or_none
 from flowmasond.journal.run_store import JournalRunStore, raise_missing_run
@@ -59,8 +60,9 @@ class Journal:
 
     def __init__(self, *, path: Path, writer_conn: aiosqlite.Connection,
                  reader_conn: aiosqlite.Connection, writer: JournalWriter,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], owner: OwnerLock) -> None:
         self._path = path
+        self._owner = owner
         self._writer_conn = writer_conn
         self._reader_conn = reader_conn
         self._writer = writer
@@ -81,12 +83,26 @@ class Journal:
         ``synchronous``: FULL (default) makes every commit wait for fsync; NORMAL survives process
         crashes but may lose the last commits on power loss. ``clock`` lets tests drive time.
         ``inline_commits=False`` runs every transaction on the writer thread (see the writer).
-        Raises ``SchemaTooNewError`` for a journal written by a newer flowmasond (left untouched).
+        Raises ``SchemaTooNewError`` for a journal written by a newer flowmasond (left untouched),
+        ``JournalLockedError`` when another process has it open (one owner per journal).
         """
         path = Path(path)
         mode = check_synchronous(synchronous)
         check_sqlite_version()
         migrations = load_migrations()
+        owner = OwnerLock.acquire(path)
+        try:
+            return await cls._open_owned(path, owner, mode, migrations, busy_timeout_ms=busy_timeout_ms,
+                                         flush_delay_s=flush_delay_s, max_size_bytes=max_size_bytes,
+                                         clock=clock, inline_commits=inline_commits)
+        except BaseException:
+            owner.release()
+            raise
+
+    @classmethod
+    async def _open_owned(cls, path: Path, owner: OwnerLock, mode: str, migrations: Any, *,
+                          busy_timeout_ms: int, flush_delay_s: float, max_size_bytes: int | None,
+                          clock: Callable[[], float], inline_commits: bool) -> Journal:
         refuse_if_too_new(path, migrations)
         create_private_file(path)
         writer_conn = await connect(path)
@@ -117,7 +133,7 @@ class Journal:
             await writer_conn.close()
             raise
         return cls(path=path, writer_conn=writer_conn, reader_conn=reader_conn, writer=writer,
-                   clock=clock)
+                   clock=clock, owner=owner)
 
     async def close(self) -> None:
         """Commit queued writes, checkpoint the WAL into the database file, close connections."""
@@ -134,8 +150,11 @@ class Journal:
                             error=str(exc))
         finally:
             self._writer.commit_signal().set()  # wakes followers so they see the close
-            await self._reader_conn.close()
-            await self._writer_conn.close()
+            try:
+                await self._reader_conn.close()
+                await self._writer_conn.close()
+            finally:
+                self._owner.release()
 
     async def __aenter__(self) -> Journal:
         return self
