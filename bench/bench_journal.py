@@ -225,7 +225,7 @@ async def resume_ms(directory: Path, committed: int, registry: Any) -> float:
             batch = []
     if batch:
         await store.commit(batch)
-    await journal.set_run_status(run_id, RunStatus.INTERRUPTED)
+    await journal.set_run_status(run_id, RunStatus.INTERRUPTED, expected=[RunStatus.PENDING])
     hook = _FirstStart()
     manager = RunManager(journal=journal, catalog=catalog, registry=registry, config=config, hooks=[hook])
     manager.executor.plan_for(pipeline)  # a running daemon has planned its pipelines before

@@ -26,6 +26,7 @@ from flowmasond.errors import (
     InvalidStateError,
     JournalError,
     PipelineNotFoundError,
+    RunConflictError,
     RunNotFoundError,
     ShuttingDownError,
     StageError,
@@ -42,6 +43,18 @@ log = structlog.get_logger("flowmasond.runs")
 SHUTDOWN = "daemon shutting down"
 # Interrupted runs with these error codes wait for an operator instead of resuming on start.
 NEEDS_OPERATOR = frozenset({"unsafe_to_repeat", "recovery_exhausted"})
+
+# Statuses a resume may claim a run from: the resumable ones, and 'running'/'pending' left on disk
+# by a daemon that died or could not journal the final status (only when not executing here; the
+# journal's owner lock makes this process the only one that could be executing it).
+RESUME_FROM = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.RUNNING,
+               RunStatus.PENDING)
+# A child run is driven by its parent's subpipeline stage only; anything but success re-runs.
+CHILD_RESUME_FROM = RESUME_FROM
+ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+# After the shutdown grace, how long runs get to journal their final status before their tasks
+# are cancelled (a stage that ignores cancellation would otherwise hold the stop forever).
+SHUTDOWN_STATUS_MARGIN_S = 10.0
 
 
 @dataclass(slots=True)
@@ -113,6 +126,9 @@ class RunManager:
                                     env=AllowedEnvironment(config.env_allow))
         self._slots = asyncio.Semaphore(config.max_concurrent_runs)
         self._active: dict[str, ActiveRun] = {}
+        # Runs a resume has reserved but not launched yet: the reservation is taken before the
+        # resume's first await, so a second resume (or a cancel) of the same run sees it.
+        self._claiming: set[str] = set()
         self._accepting = True
         # Replaced on every change so that waiters never miss a wake-up and setting it costs nothing.
         self._changed = asyncio.Event()
@@ -196,11 +212,11 @@ class RunManager:
             async with self._slot(active):
                 if active.token.cancelled:
                     status = RunStatus.INTERRUPTED if active.token.reason == SHUTDOWN else RunStatus.CANCELLED
-                    await self.journal.set_run_status(run_id, status, error={
+                    await self.journal.set_run_status(run_id, status, expected=[RunStatus.PENDING], error={
                         "code": "run_cancelled", "message": f"{active.token.reason} before the run started"})
                     return
                 active.running = True
-                await self.journal.set_run_status(run_id, RunStatus.RUNNING)
+                await self.journal.set_run_status(run_id, RunStatus.RUNNING, expected=[RunStatus.PENDING])
                 self.notify()
                 bound.info("run_started")
                 outcome = await self.executor.execute(
@@ -209,19 +225,21 @@ class RunManager:
                 status = outcome.status
                 if status is RunStatus.CANCELLED and active.token.reason == SHUTDOWN:
                     status = RunStatus.INTERRUPTED
-                await self.journal.set_run_status(run_id, status, output=outcome.output, error=outcome.error)
+                await self.journal.set_run_status(run_id, status, expected=[RunStatus.RUNNING],
+                                                  output=outcome.output, error=outcome.error)
                 bound.info("run_finished", status=status.value,
                            error=(outcome.error or {}).get("message"), failed_path=outcome.failed_path)
         except asyncio.CancelledError:
             if not active.stopped_now:
                 raise
-            # A second stop signal abandoned the in-flight stages; what was committed stands, and the
-            # run resumes on the next start like any other interrupted run.
+            # A second stop signal, or a shutdown whose grace ran out, abandoned the in-flight
+            # stages; what was committed stands, and the run resumes on the next start like any
+            # other interrupted run.
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
             try:
-                await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED, error={
+                await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED, expected=ACTIVE, error={
                     "code": "daemon_stopped", "message": "the daemon was stopped at once while this run was executing"})
                 bound.info("run_finished", status=RunStatus.INTERRUPTED.value, error="stopped at once")
             except Exception:  # noqa: BLE001 - left 'running': recovered on the next start
@@ -233,7 +251,7 @@ class RunManager:
         except Exception:  # noqa: BLE001 - a run must never take the daemon down
             bound.exception("run_crashed")
             try:
-                await self.journal.set_run_status(run_id, RunStatus.FAILED, error={
+                await self.journal.set_run_status(run_id, RunStatus.FAILED, expected=ACTIVE, error={
                     "code": "internal_error", "message": "internal error in flowmasond; see the daemon log"})
             except Exception:  # noqa: BLE001
                 bound.exception("run_status_not_journaled")
@@ -269,11 +287,18 @@ class RunManager:
         """Ask a run to stop: no new stage starts; in-flight stages get the cancel grace period."""
         active = self._active.get(run_id)
         if active is None:
+            if run_id in self._claiming:
+                raise RunConflictError("the run is being resumed right now; cancel it once it runs",
+                                       run_id=run_id)
             row = await self.find(run_id)
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
             raise InvalidStateError(f"run is {row.status.value}, not running", run_id=run_id,
                                     status=row.status.value)
+        if active.token.cancelled:
+            # Checked and set with no await in between: of two racing cancels exactly one wins.
+            raise RunConflictError(f"the run is already stopping ({active.token.reason})", run_id=run_id,
+                                   reason=active.token.reason)
         active.token.cancel("cancelled by request")
         log.info("run_cancel_requested", run_id=run_id)
         return {"run_id": run_id, "cancelling": True}
@@ -287,18 +312,29 @@ class RunManager:
         as a ``DefinitionChangedError``.
         """
         self._check_accepting()
+        # Reserve the run before the first await: the check and the reservation cannot be split
+        # by another resume or cancel of the same run (in this process; the journal's owner lock
+        # rules out other processes, and the SQL claim below is conditional anyway).
+        if run_id in self._active or run_id in self._claiming:
+            raise RunConflictError("run is already executing (or another resume of it is starting)",
+                                   run_id=run_id)
+        self._claiming.add(run_id)
+        try:
+            return await self._resume_claimed(run_id, force=force, definition=definition)
+        finally:
+            self._claiming.discard(run_id)
+
+    async def _resume_claimed(self, run_id: str, *, force: bool,
+                              definition: Literal["pinned", "current"] | None) -> str:
         row = await self.find(run_id)
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
         if row.parent_run_id:
             raise InvalidStateError(f"run {run_id} is a child run; resume its parent {row.parent_run_id}",
                                     run_id=run_id, parent_run_id=row.parent_run_id)
-        if run_id in self._active:
-            raise InvalidStateError("run is already executing", run_id=run_id)
         # 'running' on disk but not executing here: its final status could not be journaled (disk
         # full) or the daemon that ran it died; either way it is interrupted, so it may resume.
-        stale = row.status in (RunStatus.RUNNING, RunStatus.PENDING)
-        if not (row.status.resumable or stale):
+        if row.status not in RESUME_FROM:
             raise InvalidStateError(f"run is {row.status.value}; only failed, cancelled and interrupted runs resume",
                                     run_id=run_id, status=row.status.value)
         try:
@@ -318,7 +354,10 @@ class RunManager:
             if definition == "current":
                 pipeline = current
         snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
-        await self.journal.record_resume(run_id, pipeline=pipeline if pipeline is not pinned else None)
+        # The claim: a conditional UPDATE from the status read above. Anything that changed the
+        # run in between makes it fail with RunConflictError instead of launching it twice.
+        await self.journal.record_resume(run_id, expected=[row.status],
+                                         pipeline=pipeline if pipeline is not pinned else None)
         log.info("run_resumed", run_id=run_id, committed=len(snapshot.results), force=force,
                  definition=definition or "pinned")
         self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, force=force, schedule_id=row.schedule_id)
@@ -353,8 +392,8 @@ class RunManager:
             pipeline = await self._pinned(row)
             inputs = row.inputs
             snapshot = (await self.journal.load_snapshot(child_run_id)).for_resume()
-            await self.journal.record_resume(child_run_id)
-        await self.journal.set_run_status(child_run_id, RunStatus.RUNNING)
+            await self.journal.record_resume(child_run_id, expected=CHILD_RESUME_FROM)
+        await self.journal.set_run_status(child_run_id, RunStatus.RUNNING, expected=[RunStatus.PENDING])
         outcome = await self.executor.execute(pipeline, inputs, run_id=child_run_id,
                                               store=self.journal.run_store(child_run_id), snapshot=snapshot,
                                               cancellation=parent.cancellation, force=parent.force,
@@ -362,7 +401,8 @@ class RunManager:
         status = outcome.status
         if status is RunStatus.CANCELLED and parent.cancellation.reason == SHUTDOWN:
             status = RunStatus.INTERRUPTED
-        await self.journal.set_run_status(child_run_id, status, output=outcome.output, error=outcome.error)
+        await self.journal.set_run_status(child_run_id, status, expected=[RunStatus.RUNNING],
+                                          output=outcome.output, error=outcome.error)
         return outcome
 
     # -- recovery and shutdown ---------------------------------------------------------------------
@@ -376,7 +416,7 @@ class RunManager:
         for row in await self._all_runs([RunStatus.RUNNING, RunStatus.PENDING]):
             if row.parent_run_id:
                 # Children resume through their parent's subpipeline stage.
-                await self.journal.set_run_status(row.run_id, RunStatus.INTERRUPTED, error={
+                await self._recover_status(row, RunStatus.INTERRUPTED, {
                     "code": "daemon_stopped", "message": "the daemon stopped while this child run was executing"})
                 continue
             crashed = row.status is RunStatus.RUNNING
@@ -386,13 +426,13 @@ class RunManager:
                          "message": f"the daemon stopped {attempts} times while this run was executing; "
                                     "not resumed again automatically (resume it by hand once the cause is fixed)",
                          "context": {"recovery_attempts": attempts}}
-                await self.journal.set_run_status(row.run_id, RunStatus.FAILED, error=error)
+                await self._recover_status(row, RunStatus.FAILED, error)
                 log.error("run_recovery_exhausted", run_id=row.run_id, attempts=attempts)
                 report["failed"].append(row.run_id)
                 continue
-            await self.journal.set_run_status(row.run_id, RunStatus.INTERRUPTED, error={
-                "code": "daemon_stopped", "message": "the daemon stopped while this run was executing"})
-            report["interrupted"].append(row.run_id)
+            if await self._recover_status(row, RunStatus.INTERRUPTED, {
+                    "code": "daemon_stopped", "message": "the daemon stopped while this run was executing"}):
+                report["interrupted"].append(row.run_id)
         if self.config.recovery == "auto":
             for row in await self._all_runs([RunStatus.INTERRUPTED]):
                 if row.parent_run_id:
@@ -409,6 +449,15 @@ class RunManager:
             log.info("recovery", **{k: len(v) for k, v in report.items()})
         return report
 
+    async def _recover_status(self, row: Any, status: RunStatus, error: dict[str, Any]) -> bool:
+        """Move a run found active on disk to ``status``, only from the status it was found in."""
+        try:
+            await self.journal.set_run_status(row.run_id, status, expected=[row.status], error=error)
+        except RunConflictError as exc:
+            log.warning("run_recovery_skipped", run_id=row.run_id, error=str(exc))
+            return False
+        return True
+
     async def _all_runs(self, statuses: list[RunStatus]) -> list[Any]:
         rows: list[Any] = []
         while True:
@@ -417,19 +466,27 @@ class RunManager:
             if len(page) < 500:
                 return rows
 
-    async def shutdown(self, grace_s: float) -> dict[str, int]:
-        """Stop intake; in-flight stages get ``grace_s`` to finish; the rest is interrupted."""
+    async def shutdown(self, grace_s: float, *,
+                       status_margin_s: float = SHUTDOWN_STATUS_MARGIN_S) -> dict[str, int]:
+        """Stop intake; in-flight stages get ``grace_s`` to finish; the rest is interrupted.
+
+        Runs still going after the grace plus ``status_margin_s`` are cancelled outright and
+        journaled ``interrupted`` (never left ``running``).
+        """
         self._accepting = False
         active = list(self._active.values())
         for run in active:
             run.token.cancel(SHUTDOWN, grace_s=grace_s)
         tasks = [r.task for r in active if r.task is not None]
         if tasks:
-            # Grace for the stages plus a margin for the final status commits.
-            await asyncio.wait(tasks, timeout=grace_s + 10.0)
-        leftover = [t for t in tasks if not t.done()]
-        for task in leftover:
-            task.cancel()
+            await asyncio.wait(tasks, timeout=grace_s + status_margin_s)
+        leftover = [r.task for r in active if r.task is not None and not r.task.done()]
+        for run in active:
+            if run.task is not None and not run.task.done():
+                # Like a second stop signal: _drive journals the run interrupted instead of
+                # letting the cancellation leave it 'running'.
+                run.stopped_now = True
+                run.task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
         summary = {"runs_stopped": len(active), "forced": len(leftover)}

@@ -30,7 +30,8 @@ from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.framing import RpcError
 from flowmasond.api.peercred import PeerInfo
 from flowmasond.engine.interfaces import ErrorType, RunStatus
-from flowmasond.errors import LimitExceededError, PermissionDeniedError, PipelineValidationError, StageError
+from flowmasond.errors import (LimitExceededError, PermissionDeniedError, PipelineValidationError, StageError,
+                               StartingError)
 from flowmasond.pipelines.loader import FileLimits, load_pipeline_dict, load_pipeline_file, value_depth
 from flowmasond.runs import event_dict
 from flowmasond.scheduling.entries import ScheduleNotFoundError
@@ -64,7 +65,18 @@ def run_info(row: Any, *, stages: list[dict[str, Any]] | None = None) -> dict[st
     return info
 
 
-def stage_rows(snapshot: Any, pipeline: Any) -> list[dict[str, Any]]:
+def in_flight_status(run_status: RunStatus) -> str:
+    """What a stage that started but committed no result is, given its run's status.
+
+    Only a running run has stages running; in a cancelled run such a stage was killed by the
+    cancel, in any other run it was interrupted (and runs again on resume).
+    """
+    if run_status is RunStatus.RUNNING:
+        return "running"
+    return "cancelled" if run_status is RunStatus.CANCELLED else "interrupted"
+
+
+def stage_rows(snapshot: Any, pipeline: Any, run_status: RunStatus) -> list[dict[str, Any]]:
     """Every stage path of a run: committed results, in-flight attempts, and not-yet-run stages."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -81,8 +93,8 @@ def stage_rows(snapshot: Any, pipeline: Any) -> list[dict[str, Any]]:
     for path, attempt in snapshot.attempts.items():
         if path not in seen:
             seen.add(path)
-            rows.append({"path": path, "stage_id": path.rsplit("/", 1)[-1], "status": "running",
-                         "attempts": attempt})
+            rows.append({"path": path, "stage_id": path.rsplit("/", 1)[-1],
+                         "status": in_flight_status(run_status), "attempts": attempt})
     if pipeline is not None:
         for stage in pipeline.stages:
             if stage.id not in seen and not any(p.endswith("/" + stage.id) for p in seen):
@@ -227,7 +239,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         pipeline = await journal.pinned_definition(params.run_id)
         # Outputs can be megabytes each and a loop makes thousands of stages: show bounds each output,
         # all outputs together, and the number of stage rows; runs.output fetches any one in full.
-        stages = stage_rows(snapshot, pipeline)
+        stages = stage_rows(snapshot, pipeline, row.status)
         info = run_view(row, stages=stages[:limits.max_show_stages])
         if len(stages) > limits.max_show_stages:
             info["stages_omitted"] = {"count": len(stages) - limits.max_show_stages,
@@ -277,6 +289,19 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         await manager.resume(params.run_id, force=params.force, definition=definition)
         return run_view(await _row(params.run_id))
 
+    def after_recovery(handler: Any) -> Any:
+        """Refuse a state-changing call until startup recovery is done (health says 'ok').
+
+        The socket listens before recovery runs (so that health can say 'starting'); a resume or
+        cancel served meanwhile would race recovery for the same runs.
+        """
+        async def gated(params: Any, peer: PeerInfo) -> Any:
+            if not daemon.ready:
+                raise StartingError("the daemon is recovering runs after its start; retry once health says ok "
+                                    "(flowmason --wait waits for it)", method=getattr(handler, "__name__", None))
+            return await handler(params, peer)
+        return gated
+
     def scheduler() -> Any:
         if daemon.scheduler is None:
             raise ScheduleNotFoundError("the scheduler is not running (disabled by scheduler.enabled = false, "
@@ -304,17 +329,17 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     d.register("pipelines.list", pipelines_list, EmptyParams, mutating=False)
     d.register("pipelines.show", pipelines_show, PipelineShowParams, mutating=False)
     d.register("pipelines.validate", pipelines_validate, PipelineValidateParams, mutating=False)
-    d.register("runs.start", runs_start, RunStartParams, mutating=True)
+    d.register("runs.start", after_recovery(runs_start), RunStartParams, mutating=True)
     d.register("runs.list", runs_list, RunListParams, mutating=False)
     d.register("runs.show", runs_show, RunRefParams, mutating=False)
     d.register("runs.output", runs_output, RunOutputParams, mutating=False)
     d.register("runs.events", runs_events, RunEventsParams, mutating=False, stream=True)
-    d.register("runs.cancel", runs_cancel, RunRefParams, mutating=True)
-    d.register("runs.resume", runs_resume, RunResumeParams, mutating=True)
+    d.register("runs.cancel", after_recovery(runs_cancel), RunRefParams, mutating=True)
+    d.register("runs.resume", after_recovery(runs_resume), RunResumeParams, mutating=True)
     d.register("schedules.list", schedules_list, EmptyParams, mutating=False)
     d.register("schedules.next", schedules_next, ScheduleNextParams, mutating=False)
-    d.register("schedules.pause", schedules_pause, ScheduleRefParams, mutating=True)
-    d.register("schedules.unpause", schedules_unpause, ScheduleRefParams, mutating=True)
-    d.register("schedules.trigger", schedules_trigger, ScheduleRefParams, mutating=True)
+    d.register("schedules.pause", after_recovery(schedules_pause), ScheduleRefParams, mutating=True)
+    d.register("schedules.unpause", after_recovery(schedules_unpause), ScheduleRefParams, mutating=True)
+    d.register("schedules.trigger", after_recovery(schedules_trigger), ScheduleRefParams, mutating=True)
     return d
 

@@ -128,6 +128,8 @@ class ExecutingRun:
     return_value: Any = None
     context_base: dict[str, Any] = field(default_factory=dict)
     logger: Any = None
+    # Leaf stages of this run in flight at once (max_concurrency is per run, not per daemon).
+    slots: asyncio.Semaphore | None = None
 
 
 class DAGExecutor:
@@ -147,7 +149,6 @@ class DAGExecutor:
         self.hooks: CompositeHooks | None = hooks
         self.max_concurrency = max_concurrency
         self.parallel_execution = parallel_execution
-        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency > 0 else None
         svc = dict(services or {})
         if providers is not None:
             svc["providers"] = providers
@@ -202,6 +203,7 @@ class DAGExecutor:
             cancellation=cancellation or CancellationToken(), decisions=dict(snapshot.decisions),
             committed=dict(snapshot.results), resumed_attempts=dict(snapshot.attempts), force=force,
             depth=depth, logger=log.bind(run_id=run_id, pipeline_id=pipeline.id),
+            slots=asyncio.Semaphore(self.max_concurrency) if self.max_concurrency > 0 else None,
         )
         run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id}
         for path, decision in run.decisions.items():
@@ -467,7 +469,7 @@ class DAGExecutor:
                 "safe to repeat; resume with force to run it again", stage=stage.id, path=path,
                 attempt=attempt_base, run_id=run.run_id)
         instance = self.registry.instance(stage.component_type)
-        semaphore = self._semaphore
+        semaphore = run.slots
         if semaphore is None:
             return await self.executor.execute(
                 run_id=run.run_id, pipeline_id=run.pipeline.id, path=path, stage=stage, meta=meta,

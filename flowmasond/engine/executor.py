@@ -115,9 +115,11 @@ class UniversalExecutor:
                 for u in attempt_usage:
                     usage = usage + u
                 usage.duration_ms = (time.perf_counter() - t0) * 1000.0
+                # attempts counts every start of this path, earlier runs before a resume included
+                # (attempt numbers continue across resumes), not just this execution's.
                 return ComponentResult(
                     stage_id=stage.id, component_type=stage.component_type, status=StageStatus.SUCCESS,
-                    output=output, usage=usage, attempts=n, started_at=started_at,
+                    output=output, usage=usage, attempts=attempt, started_at=started_at,
                     finished_at=time.time(),
                 )
             for u in attempt_usage:
@@ -136,7 +138,8 @@ class UniversalExecutor:
         usage.duration_ms = (time.perf_counter() - t0) * 1000.0
         return ComponentResult(
             stage_id=stage.id, component_type=stage.component_type, status=StageStatus.FAILED,
-            error=message, error_type=error_type, usage=usage, attempts=n, started_at=started_at,
+            error=message, error_type=error_type, usage=usage, attempts=attempt_base + n,
+            started_at=started_at,
             finished_at=time.time(),
         )
 

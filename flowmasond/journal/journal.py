@@ -21,7 +21,7 @@ import structlog
 
 from flowmasond.engine.interfaces import RunSnapshot, RunStatus, UsageMetrics
 from flowmasond.engine.models import PipelineConfig
-from flowmasond.errors import FlowmasonError, JournalError, RunNotFoundError
+from flowmasond.errors import FlowmasonError, JournalError, RunConflictError, RunNotFoundError
 from flowmasond.journal.connections import (check_sqlite_version, check_synchronous,
                                             configure_reader, configure_writer, connect,
                                             create_private_file, in_thread, storage_error)
@@ -212,12 +212,16 @@ class Journal:
                       schedule_id=schedule_id, fire_time=fire_time,
                       usage=UsageMetrics())
 
-    async def set_run_status(self, run_id: str, status: RunStatus, *, output: Any = None,
-                             error: FlowmasonError | dict[str, Any] | None = None) -> None:
-        """Move a run to ``status``; ``output`` and ``error`` replace the stored ones (None clears).
+    async def set_run_status(self, run_id: str, status: RunStatus, *,
+                             expected: Iterable[RunStatus], output: Any = None,
+                             error: FlowmasonError | dict[str, Any] | None = None) -> RunStatus:
+        """Move a run to ``status`` if it is in one of ``expected``; returns the status it left.
 
-        ``started_at`` is set the first time a run is running; ``finished_at`` is set when the
-        status is a finished one and cleared otherwise (a resumed run is not finished).
+        A conditional update in SQL: of two racing changes exactly one applies, the other raises
+        ``RunConflictError`` naming the run's current status (``RunNotFoundError`` for no run).
+        ``output`` and ``error`` replace the stored ones (None clears). ``started_at`` is set the
+        first time a run is running; ``finished_at`` is set when the status is a finished one and
+        cleared otherwise (a resumed run is not finished).
         """
         error_dict = error.to_dict() if isinstance(error, FlowmasonError) else error
         try:
@@ -227,19 +231,23 @@ class Journal:
             raise JournalError(f"run output is not JSON-serialisable: {exc}",
                                run_id=run_id) from exc
         params = {"run_id": run_id, "status": status.value, "output": output_json,
-                  "error": error_json, "finished": status.finished, "now": self._clock()}
-        await self._writer.write(partial(_set_status, params=params, error=error_dict),
-                                 label=f"status {status.value} of run {run_id}")
+                  "error": error_json, "finished": status.finished, "now": self._clock(),
+                  "expected": _statuses_json(expected)}
+        return await self._writer.write(partial(_set_status, params=params, error=error_dict),
+                                        label=f"status {status.value} of run {run_id}")
 
-    async def record_resume(self, run_id: str, *, pipeline: PipelineConfig | None = None) -> int:
-        """Count a resume of ``run_id``; with ``pipeline``, re-pin the run to that definition.
+    async def record_resume(self, run_id: str, *, expected: Iterable[RunStatus],
+                            pipeline: PipelineConfig | None = None) -> int:
+        """Claim ``run_id`` for a resume: back to ``pending`` if it is in one of ``expected``.
 
-        Returns the run's new ``resumed_count``. Re-pinning is the explicit, opt-in way to resume
-        against a changed definition.
+        Counts the resume and returns the run's new ``resumed_count``; with ``pipeline``, re-pins
+        the run to that definition (the explicit, opt-in way to resume against a changed one). Of
+        two racing claims exactly one succeeds; the other raises ``RunConflictError``.
         """
         now = self._clock()
         pin = _pin_params(pipeline, now) if pipeline is not None else None
-        return await self._writer.write(partial(_record_resume, run_id=run_id, pin=pin, now=now),
+        return await self._writer.write(partial(_record_resume, run_id=run_id, pin=pin, now=now,
+                                                expected=_statuses_json(expected)),
                                         label=f"resume of run {run_id}")
 
     async def increment_recovery_attempts(self, run_id: str) -> int:
@@ -509,30 +517,57 @@ def _create_run(conn: sqlite3.Connection, pin: dict[str, Any], params: dict[str,
                                   "data": event})
 
 
+def _statuses_json(statuses: Iterable[RunStatus]) -> str:
+    return dumps(sorted(RunStatus(s).value for s in statuses))
+
+
+def _conflict(conn: sqlite3.Connection, run_id: str, wanted: str, expected: str) -> RunConflictError:
+    """The error for a conditional update that matched no row (or RunNotFoundError)."""
+    row = conn.execute(queries().run_status, {"run_id": run_id}).fetchone()
+    if row is None:
+        raise RunNotFoundError(run_id=run_id)
+    return RunConflictError(f"run is {row[0]}: another operation changed it first ({wanted} needs "
+                            f"one of {', '.join(json.loads(expected))})",
+                            run_id=run_id, status=row[0], wanted=wanted)
+
+
 def _set_status(conn: sqlite3.Connection, params: dict[str, Any],
-                error: dict[str, Any] | None) -> None:
+                error: dict[str, Any] | None) -> RunStatus:
     q = queries()
+    # The writer runs each request in one transaction (BEGIN IMMEDIATE), so the status read here
+    # is the one the conditional UPDATE below replaces.
     row = conn.execute(q.run_status, {"run_id": params["run_id"]}).fetchone()
     if row is None:
         raise RunNotFoundError(run_id=params["run_id"])
-    conn.execute(q.update_run_status, params)
+    if conn.execute(q.update_run_status, params).fetchone() is None:
+        raise _conflict(conn, params["run_id"], params["status"], params["expected"])
     data = {"status": params["status"], "previous": row[0], "error": error}
-    conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
-                                  "kind": EventKind.RUN_STATUS.value, "path": None,
-                                  "data": dumps(data)})
+    _status_event(conn, params["run_id"], params["now"], data)
+    return RunStatus(row[0])
+
+
+def _status_event(conn: sqlite3.Connection, run_id: str, now: float, data: dict[str, Any]) -> None:
+    conn.execute(queries().insert_event, {"run_id": run_id, "now": now,
+                                          "kind": EventKind.RUN_STATUS.value, "path": None,
+                                          "data": dumps(data)})
 
 
 def _record_resume(conn: sqlite3.Connection, run_id: str, pin: dict[str, Any] | None,
-                   now: float) -> int:
+                   now: float, expected: str) -> int:
     q = queries()
     row = conn.execute(q.run_status, {"run_id": run_id}).fetchone()
     if row is None:
         raise RunNotFoundError(run_id=run_id)
     if pin is not None:
         conn.execute(q.pin_pipeline, pin)
-    count = conn.execute(q.record_resume, {"run_id": run_id,
-                                           "pipeline_hash": pin["hash"] if pin else None}
-                         ).fetchall()[0][0]
+    claimed = conn.execute(q.record_resume, {"run_id": run_id, "expected": expected,
+                                             "pipeline_hash": pin["hash"] if pin else None}
+                           ).fetchone()
+    if claimed is None:
+        raise _conflict(conn, run_id, RunStatus.PENDING.value, expected)
+    count = claimed[0]
+    _status_event(conn, run_id, now, {"status": RunStatus.PENDING.value, "previous": row[0],
+                                      "error": None})
     data = {"resumed_count": count, "pipeline_hash": pin["hash"] if pin else row[1],
             "previous_hash": row[1]}
     conn.execute(q.insert_event, {"run_id": run_id, "now": now,

@@ -13,6 +13,8 @@ SELECT * FROM runs WHERE run_id = :run_id;
 SELECT status, pipeline_hash FROM runs WHERE run_id = :run_id;
 
 -- name: update_run_status
+-- A conditional update: only from a status in :expected (a JSON array). Of two racing changes
+-- (two resumes, a cancel and a recovery...) exactly one matches; the other gets no row back.
 -- started_at keeps the first start; finished_at is cleared when a run is resumed.
 UPDATE runs
 SET status      = :status,
@@ -23,7 +25,9 @@ SET status      = :status,
     -- Stage durations are summed here rather than on every commit (see add_run_usage).
     duration_ms = coalesce((SELECT sum(duration_ms) FROM run_records
                             WHERE run_id = :run_id AND kind = 'result'), 0)
-WHERE run_id = :run_id;
+WHERE run_id = :run_id
+  AND status IN (SELECT value FROM json_each(:expected))
+RETURNING status;
 
 -- name: add_run_usage
 -- Only for commits that carry tokens, cost, provider or model; durations are summed by
@@ -48,11 +52,16 @@ WHERE run_id = :run_id
 RETURNING recovery_attempts;
 
 -- name: record_resume
--- Counts a resume and, when asked to, re-pins the run to another definition.
+-- Claims the run for a resume: back to 'pending', only from a status in :expected (a JSON array),
+-- so of two racing resumes exactly one gets a row back. Counts the resume and, when asked to,
+-- re-pins the run to another definition.
 UPDATE runs
-SET resumed_count = resumed_count + 1,
+SET status        = 'pending',
+    finished_at   = NULL,
+    resumed_count = resumed_count + 1,
     pipeline_hash = coalesce(:pipeline_hash, pipeline_hash)
 WHERE run_id = :run_id
+  AND status IN (SELECT value FROM json_each(:expected))
 RETURNING resumed_count;
 
 -- name: list_runs

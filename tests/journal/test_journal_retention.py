@@ -34,7 +34,7 @@ async def _finished_run(journal: Journal, run_id: str, *, pipeline_id: str = "p"
     await store.mark_started("s", 1, durable=True)
     await store.commit([Record.of_result(f"s{i}", make_result(output="y" * 2000))
                         for i in range(records)])
-    await journal.set_run_status(run_id, status)
+    await journal.set_run_status(run_id, status, expected=[RunStatus.PENDING])
 
 
 async def test_prune_removes_old_finished_runs_with_all_their_rows(
@@ -44,7 +44,7 @@ async def test_prune_removes_old_finished_runs_with_all_their_rows(
     await _finished_run(journal, "old", pipeline_id="gone")
     await _finished_run(journal, "old-failed", status=RunStatus.FAILED)
     await journal.create_run("old-running", make_pipeline("p"), {})
-    await journal.set_run_status("old-running", RunStatus.RUNNING)
+    await journal.set_run_status("old-running", RunStatus.RUNNING, expected=[RunStatus.PENDING])
     clock.advance(10 * DAY)
     await _finished_run(journal, "recent")
 

@@ -35,17 +35,18 @@ async def test_status_changes_keep_start_and_clear_finish_on_resume(
     """started_at is the first start; finished_at is set when finished and cleared on resume."""
     journal = await open_journal(clock=clock)
     await journal.create_run("r", make_pipeline(), {})
-    await journal.set_run_status("r", RunStatus.RUNNING)
+    await journal.set_run_status("r", RunStatus.RUNNING, expected=[RunStatus.PENDING])
     first_start = clock.now
     clock.advance(10)
     error = StageError("stage s1 failed", stage="s1")
-    await journal.set_run_status("r", RunStatus.FAILED, error=error)
+    await journal.set_run_status("r", RunStatus.FAILED, expected=[RunStatus.RUNNING], error=error)
     failed = await journal.get_run("r")
     clock.advance(10)
-    await journal.set_run_status("r", RunStatus.RUNNING)
+    await journal.set_run_status("r", RunStatus.RUNNING, expected=[RunStatus.FAILED])
     resumed = await journal.get_run("r")
     clock.advance(10)
-    await journal.set_run_status("r", RunStatus.SUCCEEDED, output={"answer": 42})
+    await journal.set_run_status("r", RunStatus.SUCCEEDED, expected=[RunStatus.RUNNING],
+                                 output={"answer": 42})
     done = await journal.get_run("r")
 
     assert failed.finished_at == first_start + 10 and failed.error == error.to_dict()
@@ -57,7 +58,7 @@ async def test_status_changes_keep_start_and_clear_finish_on_resume(
 async def test_status_of_unknown_run_is_run_not_found(journal: Journal) -> None:
     """set_run_status on a missing run raises RunNotFoundError."""
     with pytest.raises(RunNotFoundError):
-        await journal.set_run_status("ghost", RunStatus.RUNNING)
+        await journal.set_run_status("ghost", RunStatus.RUNNING, expected=[RunStatus.PENDING])
 
 
 async def test_duplicate_run_id_is_refused(journal: Journal) -> None:
@@ -71,8 +72,8 @@ async def test_duplicate_run_id_is_refused(journal: Journal) -> None:
 async def test_status_events_report_previous_status(journal: Journal) -> None:
     """Each status change adds a run.status event naming the new and previous status."""
     await journal.create_run("r", make_pipeline(), {})
-    await journal.set_run_status("r", RunStatus.RUNNING)
-    await journal.set_run_status("r", RunStatus.CANCELLED)
+    await journal.set_run_status("r", RunStatus.RUNNING, expected=[RunStatus.PENDING])
+    await journal.set_run_status("r", RunStatus.CANCELLED, expected=[RunStatus.RUNNING])
 
     statuses = [e.data for e in await journal.events("r") if e.kind == "run.status"]
 
@@ -86,7 +87,7 @@ async def test_list_runs_filters_newest_first(open_journal: Opener, clock: FakeC
     for i, pipeline_id in enumerate(["a", "b", "a", "a"]):
         clock.advance(1)
         await journal.create_run(f"r{i}", make_pipeline(pipeline_id), {})
-    await journal.set_run_status("r2", RunStatus.RUNNING)
+    await journal.set_run_status("r2", RunStatus.RUNNING, expected=[RunStatus.PENDING])
 
     assert [r.run_id for r in await journal.list_runs()] == ["r3", "r2", "r1", "r0"]
     assert [r.run_id for r in await journal.list_runs(pipeline_id="a", limit=2)] == ["r3", "r2"]
@@ -127,9 +128,9 @@ async def test_resume_can_repin_explicitly(journal: Journal) -> None:
     old, new = make_pipeline(stages=2), make_pipeline(stages=3)
     await journal.create_run("r", old, {})
 
-    assert await journal.record_resume("r") == 1
+    assert await journal.record_resume("r", expected=[RunStatus.PENDING]) == 1
     assert (await journal.get_run("r")).pipeline_hash == old.content_hash()
-    assert await journal.record_resume("r", pipeline=new) == 2
+    assert await journal.record_resume("r", expected=[RunStatus.PENDING], pipeline=new) == 2
 
     assert len((await journal.pinned_definition("r")).stages) == 3
     resumed = [e.data for e in await journal.events("r") if e.kind == "run.resumed"]

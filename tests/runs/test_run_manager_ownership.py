@@ -1,0 +1,135 @@
+"""The run manager against a real journal: racing resumes and cancels, and a forced shutdown.
+
+Every test drives the real ``RunManager`` on a real SQLite journal in this process, so that two
+operations can be started in the same event-loop tick (the tightest race there is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from flowmasond.config import DaemonConfig
+from flowmasond.engine.context import ExecutionContext
+from flowmasond.engine.interfaces import RunStatus
+from flowmasond.engine.registry import ComponentInput, operator
+from flowmasond.errors import RunConflictError
+from flowmasond.journal import Journal
+from flowmasond.pipelines.catalog import PipelineCatalog
+from flowmasond.runs import RunManager
+from flowmasond.testing import build_registry, read_ledger
+
+# Set by the stubborn stage once it is running, so the test never sleeps on a guess.
+STUBBORN_STARTED: dict[str, asyncio.Event] = {}
+
+
+class _StubbornInput(ComponentInput):
+    name: str
+
+
+@operator("stubborn", description="Ignores the first cancellation (a badly behaved component).")
+class Stubborn:
+    """Keeps running after the engine cancels it; only a second cancellation ends it."""
+
+    Input = _StubbornInput
+
+    async def execute(self, input: _StubbornInput, context: ExecutionContext) -> Any:
+        STUBBORN_STARTED.setdefault(input.name, asyncio.Event()).set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)  # swallows the engine's cancel; the next one ends it
+        return {}
+
+
+def _pipelines(folder: Path, ledger: Path) -> None:
+    gated = {"id": "gated", "stages": [
+        {"id": "one", "component_type": "record", "config": {"ledger": str(ledger), "value": 1}},
+        # Two in parallel: the engine runs them as tasks and drains them after a cancel.
+        {"id": "wait", "component_type": "stubborn", "config": {"name": "wait"}, "depends_on": ["one"]},
+        {"id": "wait2", "component_type": "stubborn", "config": {"name": "wait2"}, "depends_on": ["one"]},
+    ]}
+    quick = {"id": "quick", "stages": [
+        {"id": "one", "component_type": "record", "config": {"ledger": str(ledger), "value": 1}},
+        {"id": "two", "component_type": "record", "config": {"ledger": str(ledger), "value": 2},
+         "depends_on": ["one"]},
+    ]}
+    for definition in (gated, quick):
+        (folder / f"{definition['id']}.pipeline.json").write_text(json.dumps(definition))
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[RunManager]:
+    """A RunManager on a fresh journal, with the ``quick`` and ``gated`` pipelines."""
+    STUBBORN_STARTED.clear()
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    _pipelines(folder, tmp_path / "ledger.jsonl")
+    config = DaemonConfig(state_dir=tmp_path / "state", socket=tmp_path / "unused.sock",
+                          pipeline_dirs=[folder], cancel_grace_s=0.05)
+    registry = build_registry(__name__)
+    catalog = PipelineCatalog(registry, [folder])
+    catalog.load_all()
+    journal = await Journal.open(config.journal_path)
+    runs = RunManager(journal=journal, catalog=catalog, registry=registry, config=config)
+    try:
+        yield runs
+    finally:
+        await runs.shutdown(0.0, status_margin_s=0.5)
+        await journal.close()
+
+
+async def _finished(manager: RunManager, run_id: str) -> RunStatus:
+    while run_id in manager.active:
+        await manager.wait_changed(timeout=0.5)
+    return (await manager.journal.get_run(run_id)).status
+
+
+async def _failed_run(manager: RunManager, tmp_path: Path) -> str:
+    """A finished run of ``quick`` that the journal then marks failed, so that it may resume."""
+    run_id = await manager.start("quick", {})
+    assert await _finished(manager, run_id) is RunStatus.SUCCEEDED
+    await manager.journal.set_run_status(run_id, RunStatus.FAILED, expected=[RunStatus.SUCCEEDED])
+    return run_id
+
+
+async def test_of_two_resumes_started_together_exactly_one_wins(manager: RunManager, tmp_path: Path) -> None:
+    """Two resumes of one run in the same tick: one resumes it, the other gets RunConflictError."""
+    run_id = await _failed_run(manager, tmp_path)
+
+    outcomes = await asyncio.gather(manager.resume(run_id), manager.resume(run_id), return_exceptions=True)
+
+    assert sorted(type(o).__name__ for o in outcomes) == ["RunConflictError", "str"]
+    assert await _finished(manager, run_id) is RunStatus.SUCCEEDED
+    assert (await manager.journal.get_run(run_id)).resumed_count == 1
+
+
+async def test_of_two_cancels_exactly_one_wins(manager: RunManager, tmp_path: Path) -> None:
+    """Two cancels of a running run: the first stops it, the second gets RunConflictError."""
+    run_id = await manager.start("gated", {})
+    await STUBBORN_STARTED.setdefault("wait", asyncio.Event()).wait()
+
+    first = await manager.cancel(run_id)
+    with pytest.raises(RunConflictError):
+        await manager.cancel(run_id)
+
+    assert first["cancelling"] is True
+
+
+async def test_a_shutdown_that_cancels_leftover_tasks_leaves_the_run_interrupted(
+        manager: RunManager, tmp_path: Path) -> None:
+    """A stage that ignores cancellation past the grace: its task is cancelled and the run ends interrupted."""
+    run_id = await manager.start("gated", {})
+    for name in ("wait", "wait2"):
+        await STUBBORN_STARTED.setdefault(name, asyncio.Event()).wait()
+
+    summary = await manager.shutdown(0.05, status_margin_s=0.3)
+
+    assert summary["forced"] == 1
+    row = await manager.journal.get_run(run_id)
+    assert row.status is RunStatus.INTERRUPTED
+    assert [e["value"] for e in read_ledger(tmp_path / "ledger.jsonl")] == [1]
