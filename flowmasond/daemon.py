@@ -32,6 +32,9 @@ log = structlog.get_logger("flowmasond.daemon")
 RETENTION_INTERVAL_S = 6 * 3600.0
 # Without a systemd watchdog, how often STATUS= is refreshed (only sent when it changed).
 STATUS_INTERVAL_S = 5.0
+# Test hook, like the journal's crash failpoint: when set, startup recovery waits until the file it
+# names exists, so a test can act while the socket listens and recovery has not finished.
+HOLD_RECOVERY_ENV = "FLOWMASON_TEST_HOLD_RECOVERY"
 
 
 class Daemon:
@@ -47,6 +50,7 @@ class Daemon:
         self.notifier = Notifier()
         self._watchdog_s = watchdog_interval_s()
         self._listen_fds = listen_fds()
+        self._hold_recovery = os.environ.pop(HOLD_RECOVERY_ENV, None)
         scrub_environment()
         self._last_status = ""
         self._reloads: set[asyncio.Task[None]] = set()
@@ -116,6 +120,8 @@ class Daemon:
             self._install_signals(loop)
             stack.callback(self._remove_signals, loop)
 
+            if self._hold_recovery:
+                await _wait_for_file(self._hold_recovery)
             await self.runs.recover()
             await self._start_scheduler(stack)
             background = [asyncio.create_task(self._retention_loop(), name="retention")]
@@ -310,3 +316,9 @@ def _version() -> str:
     from flowmasond import __version__
 
     return __version__
+
+
+async def _wait_for_file(path: str) -> None:
+    """Poll until ``path`` exists (the HOLD_RECOVERY_ENV test hook only)."""
+    while not os.path.exists(path):
+        await asyncio.sleep(0.02)

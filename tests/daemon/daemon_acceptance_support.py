@@ -129,3 +129,33 @@ def exchange(socket_path: Path, payload: bytes, *, timeout: float = 10.0) -> tup
         sock.close()
     return [line for line in received.split(b"\n") if line], closed
 
+
+
+def race(socket_path: Path, calls: list[tuple[str, dict[str, Any]]], *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Send each call on its own connection, all connected first and sent back to back; the replies in order.
+
+    The daemon reads the requests in the same loop turns, so they race inside it as closely as
+    two clients can make them. Each reply is the decoded JSON-RPC response (``result`` or ``error``).
+    """
+    sockets = []
+    try:
+        for _ in calls:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(str(socket_path))
+            sockets.append(sock)
+        for n, (sock, (method, params)) in enumerate(zip(sockets, calls)):
+            sock.sendall(json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}).encode() + b"\n")
+        replies = []
+        for sock in sockets:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            replies.append(json.loads(data.split(b"\n", 1)[0]))
+        return replies
+    finally:
+        for sock in sockets:
+            sock.close()
