@@ -1,7 +1,7 @@
 """The engine's interfaces in one place: the values it exchanges and the seams others implement.
 
 - Values: ``ErrorType``, ``StageStatus``, ``RunStatus``, ``UsageMetrics``, ``ComponentResult``.
-- Durability seam: the engine never talks to SQLite. It hands ``Record`` batches to a ``RunStore``
+- Durability seam (``RunStore`` per run, ``RunLedger`` for runs and their statuses): the engine never talks to SQLite. It hands ``Record`` batches to a ``RunStore``
   and awaits them before any dependent work starts (write-ahead). The journal implements it
   durably (``flowmasond.journal.run_store.JournalRunStore``), ``MemoryRunStore``
   (``flowmasond.engine.checkpoint``) in memory. A resumed run starts from a ``RunSnapshot``.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import structlog
 from pydantic import BaseModel
@@ -274,6 +274,42 @@ class RunStore(Protocol):
         ``durable=True`` waits until it is committed (stages that are not safe to repeat);
         ``durable=False`` may ride along with the next commit, so a crash can lose it.
         """
+        ...
+
+
+class RunLedger(Protocol):
+    """Where runs live: their status, changed only by conditional updates, and their records.
+
+    Every status change names the statuses it may start from; of two racing changes exactly one
+    applies and the other raises ``RunConflictError`` (``RunNotFoundError`` for an unknown run).
+    The journal implements it on SQLite, ``MemoryRunLedger`` in memory; both pass the one contract
+    suite in tests/contracts/.
+    """
+
+    async def create_run(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any]) -> Any:
+        """Record a new ``pending`` run pinned to ``pipeline``."""
+        ...
+
+    async def run_status(self, run_id: str) -> RunStatus:
+        """The run's current status."""
+        ...
+
+    async def set_run_status(self, run_id: str, status: RunStatus, *, expected: Iterable[RunStatus],
+                             output: Any = None, error: Any = None) -> RunStatus:
+        """Move the run to ``status`` if it is in one of ``expected``; returns the status it left."""
+        ...
+
+    async def record_resume(self, run_id: str, *, expected: Iterable[RunStatus],
+                            pipeline: PipelineConfig | None = None) -> int:
+        """Claim the run for a resume (back to ``pending``) if in ``expected``; the new resume count."""
+        ...
+
+    def run_store(self, run_id: str) -> RunStore:
+        """The engine's ``RunStore`` for the run's records."""
+        ...
+
+    async def load_snapshot(self, run_id: str) -> RunSnapshot:
+        """Everything committed for the run: latest result and decision per path, attempts."""
         ...
 
 

@@ -56,7 +56,10 @@ class ScheduleRecord:
 
 
 class Journal:
-    """The SQLite journal: runs, their pinned definitions, records, attempts and events."""
+    """The SQLite journal: runs, their pinned definitions, records, attempts and events.
+
+    Implements ``flowmasond.engine.interfaces.RunLedger``.
+    """
 
     def __init__(self, *, path: Path, writer_conn: aiosqlite.Connection,
                  reader_conn: aiosqlite.Connection, writer: JournalWriter,
@@ -284,6 +287,13 @@ class Journal:
         if not rows:
             raise RunNotFoundError(run_id=run_id)
         return RunRow.from_row(rows[0])
+
+    async def run_status(self, run_id: str) -> RunStatus:
+        """The status of ``run_id``; raises ``RunNotFoundError``."""
+        rows = await self._read("run_status", _fetch, queries().run_status, {"run_id": run_id})
+        if not rows:
+            raise RunNotFoundError(run_id=run_id)
+        return RunStatus(rows[0][0])
 
     async def list_runs(self, *, status: RunStatus | Iterable[RunStatus] | None = None,
                         pipeline_id: str | None = None, limit: int = 100,
