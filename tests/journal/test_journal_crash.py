@@ -21,6 +21,10 @@ WORKERS = 4
 # its commit returned, i.e. once the journal acknowledged it as durable.
 CHILD = r"""
 import asyncio, sys
+import structlog
+# stdout carries only acknowledged paths: the journal's own log lines (e.g. "commits move to the
+# writer thread" on a loaded machine) go to stderr.
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 from flowmasond.engine.interfaces import ComponentResult, Record, StageStatus
 from flowmasond.journal import Journal
 
