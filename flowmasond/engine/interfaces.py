@@ -1,9 +1,10 @@
 """The engine's interfaces in one place: the values it exchanges and the seams others implement.
 
 - Values: ``ErrorType``, ``StageStatus``, ``RunStatus``, ``UsageMetrics``, ``ComponentResult``.
-- Durability seam (``RunStore`` per run, ``RunLedger`` for runs and their statuses): the engine never talks to SQLite. It hands ``Record`` batches to a ``RunStore``
-  and awaits them before any dependent work starts (write-ahead). The journal implements it
-  durably (``flowmasond.journal.run_store.JournalRunStore``), ``MemoryRunStore``
+- Durability seam: the engine never talks to SQLite. It hands ``Record`` batches to a run's
+  ``RunStore`` and awaits them before any dependent work starts (write-ahead); a ``RunLedger``
+  holds runs, their statuses (conditional changes only) and hands out their stores. The journal
+  implements both durably, ``MemoryRunStore`` and ``MemoryRunLedger``
   (``flowmasond.engine.checkpoint``) in memory. A resumed run starts from a ``RunSnapshot``.
 - Observation: ``ExecutionHooks`` (and ``CompositeHooks`` fanning out to several).
 - Extension: ``Component`` (what a component class provides) and ``ChildRunner`` (who runs a
