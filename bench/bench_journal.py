@@ -35,13 +35,7 @@ from _common import Aim  # noqa: E402
 from bench_engine import build_registry, chain_shape, wide_shape  # noqa: E402
 
 from flowmasond.engine.checkpoint import MemoryRunStore  # noqa: E402
-from flowmasond.engine.interfaces import (
-    ComponentResult,
-    ExecutionHooks,
-    Record,
-    RunStatus,
-    StageStatus,
-)  # noqa: E402
+from flowmasond.engine.interfaces import ComponentResult, ExecutionHooks, Record, RunStatus, StageStatus  # noqa: E402
 from flowmasond.engine.dag import DAGExecutor  # noqa: E402
 from flowmasond.journal import Journal  # noqa: E402
 

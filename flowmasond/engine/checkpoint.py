@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from flowmasond.engine.interfaces import Record, RunSnapshot, RunStatus
 from flowmasond.engine.models import PipelineConfig

@@ -12,22 +12,16 @@ import asyncio
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowmasond.engine.checkpoint import MemoryRunLedger
-from flowmasond.engine.interfaces import (
-    ComponentResult,
-    ErrorType,
-    Record,
-    RunLedger,
-    RunStatus,
-    StageStatus,
-    UsageMetrics,
-)
+from flowmasond.engine.interfaces import (ComponentResult, ErrorType, Record, RunLedger, RunStatus,
+                                          StageStatus, UsageMetrics)
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.errors import RunConflictError, RunNotFoundError
 from flowmasond.journal import Journal
@@ -126,7 +120,7 @@ async def test_a_new_run_is_pending_and_an_unknown_one_is_not_found(make_ledger:
 
 
 async def test_a_status_change_applies_only_from_an_expected_status(make_ledger: LedgerFactory) -> None:
-    """set_run_status returns the status it left; from any other status it raises RunConflictError and changes nothing."""
+    """set_run_status returns the status it left; from another status it raises RunConflictError, changing nothing."""
     async with make_ledger() as ledger:
         await ledger.create_run("r", PIPELINE, {})
         assert await ledger.set_run_status("r", RunStatus.RUNNING, expected=[RunStatus.PENDING]) is RunStatus.PENDING

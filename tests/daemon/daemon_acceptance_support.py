@@ -144,7 +144,7 @@ def race(socket_path: Path, calls: list[tuple[str, dict[str, Any]]], *, timeout:
             sock.settimeout(timeout)
             sock.connect(str(socket_path))
             sockets.append(sock)
-        for n, (sock, (method, params)) in enumerate(zip(sockets, calls)):
+        for n, (sock, (method, params)) in enumerate(zip(sockets, calls, strict=True)):
             sock.sendall(json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}).encode() + b"\n")
         replies = []
         for sock in sockets:

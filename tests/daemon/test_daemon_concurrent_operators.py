@@ -14,7 +14,8 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from daemon_acceptance_support import WAIT_FOR_GATE, race, ran, read_ledger, shell_stage, wait_until
 from daemon_support import DaemonProcess

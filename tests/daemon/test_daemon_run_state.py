@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_max_concurrency_limits_stages_per_run_not_per_daemon(daemon: DaemonProc
 
 def test_of_two_resumes_sent_together_one_wins_and_the_other_gets_run_conflict(
         daemon: DaemonProcess, tmp_path: Path) -> None:
-    """Two clients resume one run at the same moment: one result, one -32014 run_conflict; stages ran once more at most."""
+    """Two clients resume one run at once: one result, one -32015 run_conflict; stages ran once more at most."""
     run_id = _cancelled_at_wait(daemon, tmp_path)
     (tmp_path / "gate").touch()
 
@@ -109,7 +110,7 @@ def test_of_two_resumes_sent_together_one_wins_and_the_other_gets_run_conflict(
 
 def test_of_two_cancels_sent_together_one_wins_and_the_other_gets_run_conflict(
         daemon: DaemonProcess, tmp_path: Path) -> None:
-    """Two clients cancel one run at the same moment: one result, one -32014 run_conflict."""
+    """Two clients cancel one run at the same moment: one result, one -32015 run_conflict."""
     run_id = _start(daemon, "gated", tmp_path)
     wait_until(lambda: ran(tmp_path / "ledger.txt", "wait"), what="the gated stage to start")
 
@@ -122,7 +123,7 @@ def test_of_two_cancels_sent_together_one_wins_and_the_other_gets_run_conflict(
 
 def test_state_changes_are_refused_with_starting_until_recovery_is_done(
         daemon_factory: Callable[..., DaemonProcess], write_pipeline: Callable[..., Path], tmp_path: Path) -> None:
-    """While startup recovery is not done, health says starting and resume gets -32015 starting; after it, ok."""
+    """While startup recovery is not done, health says starting and resume gets -32016 starting; after it, ok."""
     write_pipeline(GATED)
     # A run left 'running' by a daemon that died: the next start has something to recover.
     first = daemon_factory(config={"cancel_grace_s": 0.2}).start()
