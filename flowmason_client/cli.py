@@ -15,10 +15,11 @@ from datetime import datetime, UTC
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flowmason_client import cli_ops
 from flowmason_client.client import Client
 from flowmason_client.errors import ClientError, DaemonUnreachableError, RemoteError
 from flowmason_client.inputs import parse_inputs
-from flowmason_client.protocol import RunEvent, RunEventsResult
+from flowmason_client.protocol import RunEvent, RunEventsResult, RunInfo
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -31,12 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowmason", description="Control a running flowmasond.")
     parser.add_argument("--socket", metavar="PATH",
                         help="daemon socket (default: $FLOWMASON_SOCKET or the standard path)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for the daemon to answer (e.g. right after starting it)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_json(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        # Accepted before or after the subcommand: SUPPRESS keeps the value given before it.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+        p.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     run = with_json(sub.add_parser("run", help="start a run of a pipeline"))
@@ -46,11 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-i", dest="set", action="append", metavar="KEY=VALUE",
                      help="one input (JSON or text); repeatable")
     run.add_argument("--follow", "-f", action="store_true", help="show progress until the run ends")
+    run.add_argument("--break-at", action="append", default=[], metavar="STAGE",
+                     help="pause the run before this stage (flowmason continue / step); repeatable")
 
     runs = with_json(sub.add_parser("runs", help="list runs, newest first"))
-    runs.add_argument("--status", choices=["pending", "running", "succeeded", "failed", "cancelled", "interrupted"])
+    runs.add_argument("--status", choices=["pending", "running", "paused", "succeeded", "failed", "cancelled",
+                                           "interrupted"])
     runs.add_argument("--pipeline")
-    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--limit", type=_limit, default=50, help="1 to 1000 (default 50)")
+    runs.add_argument("--since", metavar="DATE", help="created at or after (ISO date or date-time, local time)")
+    runs.add_argument("--until", metavar="DATE", help="created before (ISO date or date-time, local time)")
+    runs.add_argument("--schedule", metavar="ID", help="started by this schedule")
+    runs.add_argument("--parent", metavar="RUN", help="subpipeline runs of this run")
+    runs.add_argument("--cursor", help="continue after the page that printed this cursor")
+    runs.add_argument("--count", action="store_true", help="print how many runs match, not the runs")
 
     show = with_json(sub.add_parser("show", help="a run with every stage"))
     show.add_argument("run")
@@ -59,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     events = with_json(sub.add_parser("events", help="a run's journal events"))
     events.add_argument("run")
     events.add_argument("--follow", "-f", action="store_true")
-    with_json(sub.add_parser("cancel", help="cancel a running run")).add_argument("run")
+    events.add_argument("--after", type=int, default=None, metavar="ID", help="only events after this event id")
+    cancel = with_json(sub.add_parser("cancel", help="cancel a running run; waits until it stopped "
+                                                     "(in-flight stages get cancel_grace_s)"))
+    cancel.add_argument("run")
+    cancel.add_argument("--no-wait", action="store_true", help="return at once; the run stops in the background")
     resume = with_json(sub.add_parser("resume", help="continue a failed, cancelled or interrupted run"))
     resume.add_argument("run")
     resume.add_argument("--force", action="store_true", help="re-run a stage that is not safe to repeat")
@@ -67,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--pinned", action="store_true", help="use the definition the run started with")
     which.add_argument("--accept-changed", action="store_true", help="use the pipeline's current definition")
     resume.add_argument("--follow", "-f", action="store_true")
-    with_json(sub.add_parser("pipelines", help="pipelines the daemon knows, with file errors"))
+    pipes = with_json(sub.add_parser("pipelines", help="pipelines the daemon knows, with file errors; "
+                                                       "'pipelines show ID' for one, with its DAG"))
+    pipes.add_argument("action", nargs="?", choices=["show"])
+    pipes.add_argument("pipeline", nargs="?", metavar="ID")
     val = with_json(sub.add_parser("validate", help="validate pipeline files (no daemon needed)"))
     val.add_argument("files", nargs="+")
     with_json(sub.add_parser("status", help="the daemon's status"))
@@ -80,7 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = with_json(sub.add_parser("schedule", help="pause, unpause or fire a schedule now"))
     schedule.add_argument("action", choices=["pause", "unpause", "trigger"])
     schedule.add_argument("schedule", metavar="ID", help="pipeline/schedule, or a schedule id only one pipeline uses")
+    cli_ops.add_commands(sub, with_json)
     return parser
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..1000")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args)
+    if args.command in cli_ops.OFFLINE:
+        return cli_ops.cmd_methods(args)
     try:
         if args.wait > 0:
             _wait_for_daemon(args.socket, args.wait)
@@ -135,18 +168,38 @@ def _inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(client: Client, args: argparse.Namespace) -> int:
-    info = client.runs_start(args.pipeline, _inputs(args))
+    params: dict[str, Any] = {"pipeline_id": args.pipeline, "inputs": _inputs(args)}
+    if args.break_at:
+        params["break_at"] = args.break_at
+    info = RunInfo.model_validate(client.call("runs.start", params))
     if args.follow:
+        # The id first, so an operator can act on the run (cancel, logs) while it is followed.
+        if args.json:
+            print(json.dumps({"run_id": info.run_id, "status": info.status}), flush=True)
+        else:
+            print(f"run {info.run_id} started", flush=True)
         return _follow(client, info.run_id, as_json=args.json)
     _print(info.model_dump(mode="json"), args.json, lambda d: f"{d['run_id']}  {d['status']}")
     return 0
 
 
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
-    result = client.runs_list(status=args.status, pipeline_id=args.pipeline, limit=args.limit)
-    rows = [r.model_dump(mode="json") for r in result.runs]
+    params: dict[str, Any] = {"status": args.status, "pipeline_id": args.pipeline, "limit": args.limit,
+                              "schedule_id": args.schedule, "parent_run_id": args.parent, "cursor": args.cursor,
+                              "count": args.count}
+    if args.since:
+        params["since"] = cli_ops.parse_date(args.since, flag="--since")
+    if args.until:
+        params["until"] = cli_ops.parse_date(args.until, flag="--until")
+    result = client.call("runs.list", {k: v for k, v in params.items() if v is not None})
+    if args.count:
+        _print(result, args.json, lambda d: str(d["count"]))
+        return 0
+    rows = result["runs"]
     if args.json:
         print(json.dumps(rows, indent=2))
+        if result.get("next_cursor"):
+            print(f"next page: flowmason runs --cursor {result['next_cursor']}", file=sys.stderr)
         return 0
     print(f"{'RUN':24} {'PIPELINE':20} {'STATUS':12} {'CREATED':20} {'TRIGGER'}")
     for r in rows:
@@ -154,10 +207,14 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
             trigger = f"schedule {r.get('schedule_id')} @ {_ts(r.get('fire_time'))}"
         elif r.get("parent_run_id"):
             trigger = f"child of {r['parent_run_id']}"
+        elif r.get("forked_from"):
+            trigger = f"rerun of {r['forked_from']}" + (f" from {r['from_stage']}" if r.get("from_stage") else "")
         else:
             trigger = "manual"
         print(f"{r['run_id']:24} {r.get('pipeline_id')!s:20} {r.get('status')!s:12} "
               f"{_ts(r.get('created_at')):20} {trigger}")
+    if result.get("next_cursor"):
+        print(f"next page: flowmason runs --cursor {result['next_cursor']} (same filters)")
     return 0
 
 
@@ -175,6 +232,15 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     print(f"status    {info.get('status')}")
     if info.get("schedule_id"):
         print(f"schedule  {info['schedule_id']} fired at {_ts(info.get('fire_time'))}")
+    if info.get("forked_from"):
+        source = f"rerun of {info['forked_from']}"
+        if info.get("from_stage"):
+            reused = sum(1 for st in info.get("stages") or [] if st.get("reused"))
+            source += f" from stage {info['from_stage']} ({reused} stage results reused)"
+        print(f"source    {source}")
+    if info.get("breakpoints") or info.get("stepping"):
+        print(f"breaks    {', '.join(info.get('breakpoints') or []) or '-'}"
+              + ("  (stepping)" if info.get("stepping") else ""))
     print(f"created   {_ts(info.get('created_at'))}   finished {_ts(info.get('finished_at'))}")
     usage = info.get("usage") or {}
     if usage.get("input_tokens") or usage.get("output_tokens"):
@@ -187,6 +253,8 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
             line += f"  {stage['duration_ms']:.0f} ms"
         if stage.get("attempts"):
             line += f"  attempts={stage['attempts']}"
+        if stage.get("reused"):
+            line += "  (reused from the source run)"
         su = stage.get("usage") or {}
         if su.get("input_tokens") or su.get("output_tokens"):
             line += f"  tokens={su.get('input_tokens', 0)}+{su.get('output_tokens', 0)} ${su.get('cost_usd', 0):.6f}"
@@ -198,6 +266,12 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     if info.get("error"):
         err = info["error"]
         print(f"error     {err.get('message') if isinstance(err, dict) else err}")
+    for path, waiting in (info.get("paused_at") or {}).items():
+        print(f"paused before {path}; it will receive:")
+        print(json.dumps(waiting.get("inputs"), indent=2))
+    if info.get("log_stages"):
+        listed = ", ".join(x["path"] for x in info["log_stages"])
+        print(f"logs      {listed}  (flowmason logs {info['run_id']} [STAGE])")
     if info.get("stages_omitted"):
         omitted = info["stages_omitted"]
         print(f"  ... {omitted['count']} more stages not shown (limit {omitted['limit_name']} = {omitted['limit']}); "
@@ -214,16 +288,18 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
     if args.follow:
-        return _follow(client, args.run, as_json=args.json, show_all=True)
-    result = client.runs_events_all(args.run)  # every page: a long run has more than one
+        return _follow(client, args.run, as_json=args.json, show_all=True, after_id=args.after)
+    result = client.runs_events_all(args.run, after_id=args.after)  # every page: a long run has more than one
     for event in result.events:
         _print_event(event.model_dump(mode="json"), args.json)
     return 0
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
-    info = client.runs_cancel(args.run)
-    _print(info.model_dump(mode="json"), args.json, lambda d: f"{d['run_id']}  cancelling")
+    info = client.call("runs.cancel", {"run_id": args.run})
+    if info.get("cancelling") and not args.no_wait:
+        info = cli_ops.wait_stopped(client, args.run)
+    _print(info, args.json, lambda d: f"{d['run_id']}  {d['status']}")
     return 0
 
 
@@ -237,6 +313,10 @@ def cmd_resume(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_pipelines(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        if not args.pipeline:
+            raise ValueError("pipelines show: name the pipeline (flowmason pipelines show ID)")
+        return cli_ops.show_pipeline(client, args.pipeline, args.json)
     result = client.pipelines_list().model_dump(mode="json")
     if args.json:
         print(json.dumps(result["pipelines"], indent=2))
@@ -260,10 +340,15 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         return 0
     print(f"flowmasond {status.get('version')} pid {status.get('pid')}, up {status.get('uptime_s', 0):.0f} s"
           + (" (stopping)" if status.get("stopping") else ""))
+    by_status = ", ".join(f"{n} {name}" for name, n in sorted((status.get("runs") or {}).items())) or "none"
     print(f"runs: {status.get('active_runs')} active, {status.get('queued_runs')} queued "
-          f"(limit {status.get('max_concurrent_runs')}); by status: {status.get('runs')}")
-    print(f"pipelines: {status.get('pipelines')} ({status.get('invalid_pipelines')} with errors), "
-          f"schedules: {status.get('schedules')}")
+          f"(limit {status.get('max_concurrent_runs')}); in the journal: {by_status}")
+    line = f"pipelines: {status.get('pipelines')} loaded"
+    if status.get("pipelines_with_errors"):
+        line += f" ({status['pipelines_with_errors']} running their last good version)"
+    if status.get("invalid_files"):
+        line += f", {status['invalid_files']} invalid file(s)"
+    print(f"{line}, schedules: {status.get('schedules')}")
     print(f"state: {status.get('state_dir')}  socket: {status.get('socket_path')}")
     return 0
 
@@ -345,30 +430,41 @@ def _validate(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "events": cmd_events, "cancel": cmd_cancel,
     "resume": cmd_resume, "pipelines": cmd_pipelines, "status": cmd_status,
-    "schedules": cmd_schedules, "schedule": cmd_schedule,
+    "schedules": cmd_schedules, "schedule": cmd_schedule, **cli_ops.COMMANDS,
 }
 
 
 # -- follow ----------------------------------------------------------------------------------------
-def _follow(client: Client, run_id: str, *, as_json: bool, show_all: bool = False) -> int:
+def _follow(client: Client, run_id: str, *, as_json: bool, show_all: bool = False,
+            after_id: int | None = None) -> int:
     """Print stage progress (done/total, durations) until the run ends; exit status from the run."""
     total = None
     try:
-        total = client.call("runs.show", {"run_id": run_id}).get("total_stages")
+        shown = client.call("runs.show", {"run_id": run_id})
+        total = shown.get("top_stages") or shown.get("total_stages")
     except RemoteError:
         pass
+    # Top-level stages finished, each once: a retried or resumed stage, a loop body or a branch
+    # (paths with '/') never counts twice or beyond the total.
+    finished: set[str] = set()
+    reused: set[str] = set()  # a fork's copied results (its run.forked event lists them)
     done = 0
     final: RunEventsResult | None = None
-    for item in client.runs_follow(run_id):
+    for item in client.runs_follow(run_id, after_id=after_id):
         if isinstance(item, RunEvent):
             event = item.model_dump(mode="json")
-            top_level = "/" not in (event.get("stage_id") or "")
-            if event["kind"] in ("stage.completed", "stage.failed", "stage.skipped") and top_level:
-                done += 1
+            path = event.get("stage_id") or ""
+            if event["kind"] in ("stage.completed", "stage.failed", "stage.skipped") and "/" not in path:
+                finished.add(path)
+                done = len(finished)
             if as_json:
                 print(json.dumps(event), flush=True)
             else:
+                if event["kind"] == "run.forked":
+                    reused.update((event.get("data") or {}).get("reused") or [])
                 line = _event_line(event, done, total, show_all)
+                if line and event.get("stage_id") in reused and event["kind"] == "stage.completed":
+                    line = line.replace(" ok      ", " reused  ", 1)
                 if line:
                     print(line, flush=True)
         else:
@@ -398,6 +494,8 @@ def _event_line(event: dict[str, Any], done: int, total: int | None, show_all: b
     path = event.get("stage_id") or event.get("path") or ""
     data = event.get("data") or {}
     count = f"[{done}/{total}]" if total else f"[{done}]"
+    if "/" in path:
+        count = " " * len(count)  # nested (loop body, branch): the counter counts top-level stages
     if kind == "stage.completed":
         return f"{count} ok      {path}  {_ms(data)}"
     if kind == "stage.failed":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,12 @@ class RemoteError(ClientError):
         message = self.message
         if isinstance(self.data, dict) and isinstance(self.data.get("message"), str):
             message = self.data["message"]
-        if self.context:
-            where = ", ".join(f"{k}={v}" for k, v in self.context.items())
-            return f"{message} ({where})"
-        return message
+        # Context the message already names is left out; other values print as JSON, never as a
+        # Python repr, and long ones are cut.
+        parts = []
+        for key, value in self.context.items():
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            if isinstance(value, str) and (repr(value) in message or value in message):
+                continue
+            parts.append(f"{key}={text if len(text) <= 120 else text[:117] + '...'}")
+        return f"{message} ({', '.join(parts)})" if parts else message

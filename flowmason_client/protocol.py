@@ -36,7 +36,7 @@ EVENT_NOTIFICATION = "runs.event"
 
 RequestId = StrictInt | StrictStr | None
 # A run's lifecycle state; the same values as the daemon's flowmasond.engine.interfaces.RunStatus.
-RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
+RunStatus = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 class ErrorCode(IntEnum):
@@ -64,6 +64,7 @@ class ErrorCode(IntEnum):
     LIMIT_EXCEEDED = -32014  # a configured size limit refused the request (data.context.limit names it)
     RUN_CONFLICT = -32015  # another resume, cancel or recovery of the run won the race; this one did nothing
     STARTING = -32016  # the daemon is recovering runs after its start; retry once health says ok
+    STAGE_NOT_FOUND = -32017  # no stage with that id in the run's pipeline
 
 
 # flowmasond error code string (``FlowmasonError.code``) -> JSON-RPC code. Every application error
@@ -89,6 +90,7 @@ APP_ERROR_CODES: Mapping[str, ErrorCode] = {
     "limit_exceeded": ErrorCode.LIMIT_EXCEEDED,
     "run_conflict": ErrorCode.RUN_CONFLICT,
     "starting": ErrorCode.STARTING,
+    "stage_not_found": ErrorCode.STAGE_NOT_FOUND,
 }
 
 
@@ -246,6 +248,8 @@ class RunStartParams(Params):
 
     pipeline_id: str = Field(min_length=1)
     inputs: dict[str, Any] = Field(default_factory=dict)
+    # Stage ids the run pauses before (breakpoints); each must be a stage of the pipeline.
+    break_at: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class RunListParams(Params):
@@ -254,6 +258,12 @@ class RunListParams(Params):
     status: RunStatus | None = None
     pipeline_id: str | None = Field(default=None, min_length=1)
     limit: int = Field(default=50, ge=1, le=1000)
+    since: float | None = None  # created at or after (Unix time)
+    until: float | None = None  # created before (Unix time)
+    schedule_id: str | None = Field(default=None, min_length=1)
+    parent_run_id: str | None = Field(default=None, min_length=1)
+    cursor: str | None = Field(default=None, min_length=1)  # next_cursor of the previous page
+    count: bool = False  # also return how many runs match (without paging)
 
 
 class RunRefParams(Params):
@@ -297,6 +307,40 @@ class RunResumeParams(Params):
         if self.pinned and self.accept_changed_definition:
             raise ValueError("give at most one of 'pinned' and 'accept_changed_definition'")
         return self
+
+
+class RunRerunParams(Params):
+    """`runs.rerun`: a new run of the same definition and inputs; ``from_stage`` forks."""
+
+    run_id: str = Field(min_length=1)
+    inputs: dict[str, Any] = Field(default_factory=dict)  # overrides of single inputs
+    latest: bool = False  # the pipeline's current definition instead of the pinned one
+    from_stage: str | None = Field(default=None, min_length=1)
+
+
+class RunLogsParams(Params):
+    """`runs.logs`: stage logs after ``after_id`` (of one stage and what is nested under it); ``follow`` streams."""
+
+    run_id: str = Field(min_length=1)
+    stage: str | None = Field(default=None, min_length=1)
+    after_id: int = Field(default=0, ge=0)
+    follow: bool = False
+
+
+class RunBreakParams(Params):
+    """`runs.break`: add (or with ``remove``, drop) a breakpoint before a stage."""
+
+    run_id: str = Field(min_length=1)
+    stage_id: str = Field(min_length=1)
+    remove: bool = False
+
+
+class RunPruneParams(Params):
+    """`runs.prune`: finished runs created before ``before`` (Unix time), optionally only some statuses."""
+
+    before: float
+    statuses: list[RunStatus] | None = None
+    dry_run: bool = False
 
 
 class ScheduleRefParams(Params):
@@ -410,12 +454,19 @@ class RunInfo(Result):
     usage: dict[str, Any] | None = None
     schedule_id: str | None = None
     fire_time: Timestamp = None
+    forked_from: str | None = None
+    from_stage: str | None = None
+    breakpoints: list[str] = Field(default_factory=list)
+    stepping: bool = False
+    paused_at: dict[str, Any] | None = None
 
 
 class RunListResult(Result):
-    """`runs.list`."""
+    """`runs.list`: a page of runs; ``next_cursor`` continues after it (None: the last page)."""
 
     runs: list[RunInfo] = Field(default_factory=list)
+    next_cursor: str | None = None
+    count: int | None = None  # with ``count``: how many runs match the filters
 
 
 class ScheduleInfo(Result):
@@ -500,6 +551,21 @@ class RunOutputResult(Result):
     output: Any = None
 
 
+class RunLogsResult(Result):
+    """`runs.logs`: the chunks (``id``, ``path``, ``stream``, ``ts``, ``text``) and the cursor to continue from."""
+
+    logs: list[dict[str, Any]] = Field(default_factory=list)
+    last_id: int = 0
+    stages: list[dict[str, Any]] = Field(default_factory=list)  # stage paths with logs
+
+
+class RunDeleteResult(Result):
+    """`runs.delete` and `runs.prune`: the runs deleted (or, for a dry run, that would be)."""
+
+    runs: list[dict[str, Any]] = Field(default_factory=list)
+    dry_run: bool = False
+
+
 # --- the method table ------------------------------------------------------------------------
 
 
@@ -512,32 +578,70 @@ class MethodSpec:
     result: type[Result]
     mutating: bool  # changes state: allowed for root, the daemon's uid and the allow list only
     stream: bool = False  # may send notifications before its reply
+    summary: str = ""  # one line for the README's method reference
 
 
 METHODS: Mapping[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec(name="health", params=EmptyParams, result=HealthResult, mutating=False),
-        MethodSpec(name="version", params=EmptyParams, result=VersionResult, mutating=False),
-        MethodSpec(name="status", params=EmptyParams, result=StatusResult, mutating=False),
-        MethodSpec(name="pipelines.list", params=EmptyParams, result=PipelineListResult, mutating=False),
+        MethodSpec(name="health", params=EmptyParams, result=HealthResult, mutating=False,
+                   summary="liveness: `ok`, `starting` (recovering) or `stopping`"),
+        MethodSpec(name="version", params=EmptyParams, result=VersionResult, mutating=False,
+                   summary="daemon, protocol and Python versions"),
+        MethodSpec(name="status", params=EmptyParams, result=StatusResult, mutating=False,
+                   summary="runs by status, active and queued runs, pipelines, schedules, paths"),
+        MethodSpec(name="pipelines.list", params=EmptyParams, result=PipelineListResult, mutating=False,
+                   summary="loaded pipelines and every invalid file with its errors"),
         MethodSpec(name="pipelines.show", params=PipelineShowParams, result=PipelineShowResult,
-                   mutating=False),
+                   mutating=False, summary="one pipeline with its full definition"),
         MethodSpec(name="pipelines.validate", params=PipelineValidateParams,
-                   result=PipelineValidateResult, mutating=False),
-        MethodSpec(name="runs.start", params=RunStartParams, result=RunInfo, mutating=True),
-        MethodSpec(name="runs.list", params=RunListParams, result=RunListResult, mutating=False),
-        MethodSpec(name="runs.show", params=RunRefParams, result=RunInfo, mutating=False),
+                   result=PipelineValidateResult, mutating=False,
+                   summary="validate a definition (inline, or a file path for privileged peers)"),
+        MethodSpec(name="runs.start", params=RunStartParams, result=RunInfo, mutating=True,
+                   summary="start a run; `break_at` pauses it before those stages"),
+        MethodSpec(name="runs.list", params=RunListParams, result=RunListResult, mutating=False,
+                   summary="runs newest first, by status and pipeline"),
+        MethodSpec(name="runs.show", params=RunRefParams, result=RunInfo, mutating=False,
+                   summary="one run with every stage, its source if it is a rerun, and what a paused run waits on"),
         MethodSpec(name="runs.events", params=RunEventsParams, result=RunEventsResult,
-                   mutating=False, stream=True),
-        MethodSpec(name="runs.output", params=RunOutputParams, result=RunOutputResult, mutating=False),
-        MethodSpec(name="runs.cancel", params=RunRefParams, result=RunInfo, mutating=True),
-        MethodSpec(name="runs.resume", params=RunResumeParams, result=RunInfo, mutating=True),
-        MethodSpec(name="schedules.list", params=EmptyParams, result=ScheduleListResult, mutating=False),
-        MethodSpec(name="schedules.next", params=ScheduleNextParams, result=ScheduleNextResult, mutating=False),
-        MethodSpec(name="schedules.pause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True),
-        MethodSpec(name="schedules.unpause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True),
+                   mutating=False, stream=True, summary="a run's journal events; `follow` streams them"),
+        MethodSpec(name="runs.logs", params=RunLogsParams, result=RunLogsResult,
+                   mutating=False, stream=True,
+                   summary="stage logs (shell stdout/stderr, logger messages); `follow` streams them"),
+        MethodSpec(name="runs.output", params=RunOutputParams, result=RunOutputResult, mutating=False,
+                   summary="one stage's (or the run's) full output, which `runs.show` may cut short"),
+        MethodSpec(name="runs.cancel", params=RunRefParams, result=RunInfo, mutating=True,
+                   summary="stop a run; in-flight stages get `cancel_grace_s`"),
+        MethodSpec(name="runs.terminate", params=RunRefParams, result=RunInfo, mutating=True,
+                   summary="stop a run now: in-flight stages are killed without grace; it ends `cancelled`"),
+        MethodSpec(name="runs.resume", params=RunResumeParams, result=RunInfo, mutating=True,
+                   summary="continue a failed, cancelled or interrupted run from its last commit"),
+        MethodSpec(name="runs.rerun", params=RunRerunParams, result=RunInfo, mutating=True,
+                   summary="a new run of the same definition and inputs; `from_stage` reuses the results "
+                           "of stages not depending on it"),
+        MethodSpec(name="runs.break", params=RunBreakParams, result=RunInfo, mutating=True,
+                   summary="add or remove a breakpoint before a stage of a run"),
+        MethodSpec(name="runs.continue", params=RunRefParams, result=RunInfo, mutating=True,
+                   summary="release a paused run (and stop stepping)"),
+        MethodSpec(name="runs.step", params=RunRefParams, result=RunInfo, mutating=True,
+                   summary="release the next waiting stage and pause before the one after"),
+        MethodSpec(name="runs.delete", params=RunRefParams, result=RunDeleteResult, mutating=True,
+                   summary="delete a finished run with its children, events and logs"),
+        MethodSpec(name="runs.prune", params=RunPruneParams, result=RunDeleteResult, mutating=True,
+                   summary="delete finished runs created before a date; `dry_run` lists them only"),
+        MethodSpec(name="daemon.reload", params=EmptyParams, result=Result, mutating=True,
+                   summary="reload every pipeline folder (as SIGHUP)"),
+        MethodSpec(name="daemon.stop", params=EmptyParams, result=Result, mutating=True,
+                   summary="stop the daemon as SIGTERM does: grace for running stages, the rest interrupted"),
+        MethodSpec(name="schedules.list", params=EmptyParams, result=ScheduleListResult, mutating=False,
+                   summary="schedules with next and last fire, last run's status, paused"),
+        MethodSpec(name="schedules.next", params=ScheduleNextParams, result=ScheduleNextResult, mutating=False,
+                   summary="the next N fire times of one schedule, with UTC offsets"),
+        MethodSpec(name="schedules.pause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True,
+                   summary="pause a schedule (persisted)"),
+        MethodSpec(name="schedules.unpause", params=ScheduleRefParams, result=ScheduleInfo, mutating=True,
+                   summary="unpause a schedule"),
         MethodSpec(name="schedules.trigger", params=ScheduleRefParams, result=ScheduleTriggerResult,
-                   mutating=True),
+                   mutating=True, summary="fire a schedule now"),
     )
 }

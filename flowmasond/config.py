@@ -91,6 +91,7 @@ class DaemonConfig(BaseModel):
     component_modules: list[str] = Field(default_factory=list)
     max_concurrent_runs: int = Field(default=8, ge=1)
     max_concurrency: int = Field(default=10, ge=1)  # stages in flight per run
+    stage_log_max_bytes: int = Field(default=1 << 20, ge=0)  # kept per stage path in run_logs; 0: no stage logs
     recovery: Literal["auto", "manual"] = "auto"
     max_recovery_attempts: int = Field(default=3, ge=1)
     shutdown_grace_s: float = Field(default=30.0, ge=0)

@@ -143,6 +143,7 @@ class Daemon:
             if self.scheduler is not None:
                 await self.scheduler.stop()
             summary = await self.runs.shutdown(config.shutdown_grace_s)
+            await self.runs.stage_logs.close()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

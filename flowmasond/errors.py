@@ -192,11 +192,23 @@ class RunNotFoundError(FlowmasonError):
 
     code = "run_not_found"
 
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        # One wording for every "not found": "no run 'ID'", as for pipelines, schedules and stages.
+        if message is None and context.get("run_id") is not None:
+            message = f"no run {context['run_id']!r}"
+        super().__init__(message, **context)
+
 
 class PipelineNotFoundError(FlowmasonError):
     """No pipeline with that id."""
 
     code = "pipeline_not_found"
+
+
+class StageNotFoundError(FlowmasonError):
+    """No stage with that id in the run's pipeline."""
+
+    code = "stage_not_found"
 
 
 class InvalidStateError(FlowmasonError):

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Sequence
 
 import structlog
 
+from flowmasond.breakpoints import BreakpointGate, RunBreaks
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.dag import DAGExecutor, RunOutcome, ExecutingRun, new_run_id
-from flowmasond.engine.interfaces import ExecutionHooks, RunStatus
+from flowmasond.engine.interfaces import ExecutionHooks, RunSnapshot, RunStatus
 from flowmasond.engine.models import PipelineConfig
+from flowmasond.engine.stage_logs import STAGE_LOGS
 from flowmasond.environment import AllowedEnvironment
 from flowmasond.errors import (
     DefinitionChangedError,
@@ -30,7 +32,10 @@ from flowmasond.errors import (
     RunNotFoundError,
     ShuttingDownError,
     StageError,
+    StageNotFoundError,
 )
+from flowmasond.logstore import StageLogStore
+from flowmasond.runs_fork import fork_plan
 
 if TYPE_CHECKING:
     from flowmasond.config import DaemonConfig
@@ -69,6 +74,7 @@ class ActiveRun:
     schedule_id: str | None = None
     running: bool = False  # holds a concurrency slot (False: queued)
     stopped_now: bool = False  # its task was cancelled by a second stop signal
+    breaks: RunBreaks = field(default_factory=RunBreaks)
 
 
 class _Notifier(ExecutionHooks):
@@ -120,10 +126,12 @@ class RunManager:
         self.journal = journal
         self.catalog = catalog
         self.config = config
+        self.stage_logs = StageLogStore(journal, max_bytes=config.stage_log_max_bytes, on_flush=self.notify)
         self.executor = DAGExecutor(registry, hooks=[_Notifier(self), *(hooks or [])],
                                     max_concurrency=config.max_concurrency, pipelines=catalog.get,
-                                    child_runner=self._run_child, services=services,
-                                    env=AllowedEnvironment(config.env_allow))
+                                    child_runner=self._run_child,
+                                    services={**(services or {}), STAGE_LOGS: self.stage_logs},
+                                    env=AllowedEnvironment(config.env_allow), stage_gate=BreakpointGate(self))
         self._slots = asyncio.Semaphore(config.max_concurrent_runs)
         self._active: dict[str, ActiveRun] = {}
         # Runs a resume has reserved but not launched yet: the reservation is taken before the
@@ -155,6 +163,11 @@ class RunManager:
         except TimeoutError:
             pass
 
+    def breaks_of(self, run_id: str) -> RunBreaks | None:
+        """The breakpoints of ``run_id`` while this process executes it."""
+        active = self._active.get(run_id)
+        return active.breaks if active is not None else None
+
     async def find(self, run_id: str) -> Any:
         """The journal row of ``run_id``, or None."""
         try:
@@ -169,7 +182,8 @@ class RunManager:
 
     async def start(self, pipeline_id: str, inputs: dict[str, Any] | None = None, *,
                     schedule_id: str | None = None, fire_time: float | None = None,
-                    run_id: str | None = None, after: Sequence[str] = ()) -> str:
+                    run_id: str | None = None, after: Sequence[str] = (),
+                    break_at: Sequence[str] = ()) -> str:
         """Create a run of the current definition of ``pipeline_id`` and queue it; returns its id.
 
         ``after``: runs this one waits for (until they finish) before it takes a concurrency slot;
@@ -178,24 +192,23 @@ class RunManager:
         self._check_accepting()
         pipeline = self.catalog.get(pipeline_id)
         inputs = dict(inputs or {})
-        if pipeline.input_schema:
-            from flowmasond.components.operators.schema import validate_json_schema
-
-            problems = validate_json_schema(inputs, pipeline.input_schema)
-            if problems:
-                raise StageError("inputs do not match the pipeline's input_schema: " + "; ".join(problems),
-                                 error_type="VALIDATION", pipeline_id=pipeline_id)
+        check_inputs(pipeline, inputs)
+        check_stages(pipeline, break_at, run_id=run_id)
         run_id = run_id or new_run_id()
-        await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id, fire_time=fire_time)
+        await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id, fire_time=fire_time,
+                                      breakpoints=break_at)
         log.info("run_created", run_id=run_id, pipeline_id=pipeline_id, schedule_id=schedule_id)
-        self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id, after=after)
+        self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id, after=after,
+                     breaks=RunBreaks(breakpoints=set(break_at)))
         self.notify()
         return run_id
 
     def _launch(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any], *, snapshot: Any,
-                force: bool = False, schedule_id: str | None = None, after: Sequence[str] = ()) -> ActiveRun:
+                force: bool = False, schedule_id: str | None = None, after: Sequence[str] = (),
+                breaks: RunBreaks | None = None) -> ActiveRun:
         active = ActiveRun(run_id=run_id, pipeline_id=pipeline.id,
-                           token=CancellationToken(grace_s=self.config.cancel_grace_s), schedule_id=schedule_id)
+                           token=CancellationToken(grace_s=self.config.cancel_grace_s), schedule_id=schedule_id,
+                           breaks=breaks or RunBreaks())
         previous = [a.task for rid in after if (a := self._active.get(rid)) is not None and a.task is not None]
         self._active[run_id] = active
         active.task = asyncio.create_task(self._drive(active, pipeline, inputs, snapshot, force, previous),
@@ -223,12 +236,16 @@ class RunManager:
                     pipeline, inputs, run_id=run_id, store=self.journal.run_store(run_id), snapshot=snapshot,
                     cancellation=active.token, force=force)
                 status = outcome.status
+                error = outcome.error
                 if status is RunStatus.CANCELLED and active.token.reason == SHUTDOWN:
                     status = RunStatus.INTERRUPTED
-                await self.journal.set_run_status(run_id, status, expected=[RunStatus.RUNNING],
-                                                  output=outcome.output, error=outcome.error)
+                    if active.breaks.stopped_while_paused:
+                        # Stopped at a breakpoint: it stays paused across the restart.
+                        status, error = RunStatus.PAUSED, None
+                await self.journal.set_run_status(run_id, status, expected=[RunStatus.RUNNING, RunStatus.PAUSED],
+                                                  output=outcome.output, error=error)
                 bound.info("run_finished", status=status.value,
-                           error=(outcome.error or {}).get("message"), failed_path=outcome.failed_path)
+                           error=(error or {}).get("message"), failed_path=outcome.failed_path)
         except asyncio.CancelledError:
             if not active.stopped_now:
                 raise
@@ -239,7 +256,7 @@ class RunManager:
             if current is not None:
                 current.uncancel()
             try:
-                await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED, expected=ACTIVE, error={
+                await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED, expected=(*ACTIVE, RunStatus.PAUSED), error={
                     "code": "daemon_stopped", "message": "the daemon was stopped at once while this run was executing"})
                 bound.info("run_finished", status=RunStatus.INTERRUPTED.value, error="stopped at once")
             except Exception:  # noqa: BLE001 - left 'running': recovered on the next start
@@ -251,12 +268,13 @@ class RunManager:
         except Exception:  # noqa: BLE001 - a run must never take the daemon down
             bound.exception("run_crashed")
             try:
-                await self.journal.set_run_status(run_id, RunStatus.FAILED, expected=ACTIVE, error={
+                await self.journal.set_run_status(run_id, RunStatus.FAILED, expected=(*ACTIVE, RunStatus.PAUSED), error={
                     "code": "internal_error", "message": "internal error in flowmasond; see the daemon log"})
             except Exception:  # noqa: BLE001
                 bound.exception("run_status_not_journaled")
         finally:
             self._active.pop(run_id, None)
+            self.stage_logs.forget(run_id)
             self.notify()
 
     @contextlib.asynccontextmanager
@@ -283,8 +301,12 @@ class RunManager:
             if held:
                 self._slots.release()
 
-    async def cancel(self, run_id: str) -> dict[str, Any]:
-        """Ask a run to stop: no new stage starts; in-flight stages get the cancel grace period."""
+    async def cancel(self, run_id: str, *, now: bool = False) -> dict[str, Any]:
+        """Ask a run to stop: no new stage starts; in-flight stages get the cancel grace period.
+
+        ``now`` (``terminate``): no grace, in-flight stages are killed at once. A run paused across
+        a restart (not executing here) is cancelled in the journal directly.
+        """
         active = self._active.get(run_id)
         if active is None:
             if run_id in self._claiming:
@@ -293,14 +315,22 @@ class RunManager:
             row = await self.find(run_id)
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+            if row.status is RunStatus.PAUSED:
+                await self.journal.set_run_status(run_id, RunStatus.CANCELLED, expected=[RunStatus.PAUSED], error={
+                    "code": "run_cancelled", "message": "cancelled by request while paused"})
+                self.notify()
+                return {"run_id": run_id, "cancelling": False}
             raise InvalidStateError(f"run is {row.status.value}, not running", run_id=run_id,
                                     status=row.status.value)
         if active.token.cancelled:
             # Checked and set with no await in between: of two racing cancels exactly one wins.
             raise RunConflictError(f"the run is already stopping ({active.token.reason})", run_id=run_id,
                                    reason=active.token.reason)
-        active.token.cancel("cancelled by request")
-        log.info("run_cancel_requested", run_id=run_id)
+        if now:
+            active.token.cancel("terminated by request", grace_s=0.0)
+        else:
+            active.token.cancel("cancelled by request")
+        log.info("run_cancel_requested", run_id=run_id, now=now)
         return {"run_id": run_id, "cancelling": True}
 
     async def resume(self, run_id: str, *, force: bool = False,
@@ -360,7 +390,8 @@ class RunManager:
                                          pipeline=pipeline if pipeline is not pinned else None)
         log.info("run_resumed", run_id=run_id, committed=len(snapshot.results), force=force,
                  definition=definition or "pinned")
-        self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, force=force, schedule_id=row.schedule_id)
+        self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, force=force, schedule_id=row.schedule_id,
+                     breaks=RunBreaks(breakpoints=set(row.breakpoints), stepping=row.stepping))
         self.notify()
         return run_id
 
@@ -375,6 +406,109 @@ class RunManager:
         if current is not None and current.content_hash() == row.pipeline_hash:
             return current
         return await self.journal.pinned_definition(row.run_id)
+
+    # -- rerun, breakpoints ------------------------------------------------------------------------
+    async def rerun(self, run_id: str, *, inputs: dict[str, Any] | None = None, latest: bool = False,
+                    from_stage: str | None = None) -> str:
+        """A new run of ``run_id``'s pinned definition (``latest``: the current one) and inputs.
+
+        ``inputs`` override single inputs. ``from_stage`` forks: see ``flowmasond.runs_fork``.
+        """
+        self._check_accepting()
+        row = await self.find(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+        if row.parent_run_id:
+            raise InvalidStateError(f"run {run_id} is a child run; rerun its parent {row.parent_run_id}",
+                                    run_id=run_id, parent_run_id=row.parent_run_id)
+        if run_id in self._active:
+            raise InvalidStateError("run is still executing; cancel it or wait for it to finish", run_id=run_id,
+                                    status=row.status.value)
+        pipeline = self.catalog.get(row.pipeline_id) if latest else await self._pinned(row)
+        merged = {**row.inputs, **(inputs or {})}
+        check_inputs(pipeline, merged)
+        new_id = new_run_id()
+        snapshot = None
+        seed = None
+        if from_stage is not None:
+            plan = fork_plan(self.executor.plan_for(pipeline), await self.journal.load_snapshot(run_id),
+                             from_stage, run_id=run_id)
+            seed = plan.seed
+            snapshot = RunSnapshot()
+            for record in seed:
+                snapshot.apply(record)
+        await self.journal.create_run(new_id, pipeline, merged, forked_from=run_id, from_stage=from_stage,
+                                      seed=seed)
+        log.info("run_rerun", run_id=new_id, source=run_id, from_stage=from_stage,
+                 reused=len(seed or []), latest=latest)
+        self._launch(new_id, pipeline, merged, snapshot=snapshot)
+        self.notify()
+        return new_id
+
+    async def set_breakpoint(self, run_id: str, stage_id: str, *, remove: bool = False) -> None:
+        """Add (or remove) a breakpoint before ``stage_id`` of a run, executing or not."""
+        row = await self.find(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+        if row.status.finished:
+            raise InvalidStateError(f"run is {row.status.value}; breakpoints apply to runs not yet finished",
+                                    run_id=run_id, status=row.status.value)
+        check_stages(await self._pinned(row), [stage_id], run_id=run_id)
+        points = set(row.breakpoints)
+        points = points - {stage_id} if remove else points | {stage_id}
+        await self.journal.set_breakpoints(run_id, points, row.stepping)
+        breaks = self.breaks_of(run_id)
+        if breaks is not None:
+            breaks.breakpoints = points
+        self.notify()
+
+    async def go_on(self, run_id: str, *, step: bool) -> None:
+        """``continue`` (``step=False``: release every waiting stage, stop stepping) or ``step``
+        (release the oldest waiting stage and pause before the next one)."""
+        self._check_accepting()
+        row = await self.find(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+        breaks = self.breaks_of(run_id)
+        if breaks is not None:
+            if not step and row.status is not RunStatus.PAUSED and not breaks.waiting and not breaks.stepping:
+                raise InvalidStateError(f"run is {row.status.value}, not paused", run_id=run_id,
+                                        status=row.status.value)
+            await self.journal.set_breakpoints(run_id, row.breakpoints, step)
+            breaks.stepping = step
+            released = breaks.release(1 if step else None)
+            log.info("run_go_on", run_id=run_id, step=step, released=released)
+            return
+        if row.status is not RunStatus.PAUSED:
+            raise InvalidStateError(f"run is {row.status.value}, not paused", run_id=run_id,
+                                    status=row.status.value)
+        # Paused across a restart: relaunch from the journal, letting the paused stages through.
+        waiting = list((row.paused_at or {}).keys())
+        let_through = set(waiting[:1] if step else waiting)
+        await self.journal.set_breakpoints(run_id, row.breakpoints, step)
+        pipeline = await self._pinned(row)
+        snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
+        await self.journal.record_resume(run_id, expected=[RunStatus.PAUSED])
+        log.info("run_go_on", run_id=run_id, step=step, released=sorted(let_through), relaunched=True)
+        self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, schedule_id=row.schedule_id,
+                     breaks=RunBreaks(breakpoints=set(row.breakpoints), stepping=step, released=let_through))
+        self.notify()
+
+    async def delete(self, run_id: str) -> list[str]:
+        """Delete a finished run and its subpipeline children; returns the ids deleted."""
+        row = await self.find(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+        if not row.status.finished or run_id in self._active:
+            raise InvalidStateError(f"run is {row.status.value}; only finished runs can be deleted "
+                                    "(cancel it first)", run_id=run_id, status=row.status.value)
+        ids = [run_id]
+        todo = [run_id]
+        while todo:
+            for child in await self.journal.child_runs(todo.pop()):
+                ids.append(child.run_id)
+                todo.append(child.run_id)
+        return await self.journal.delete_runs(ids)
 
     # -- subpipelines --------------------------------------------------------------------------------
     async def _run_child(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
@@ -524,6 +658,26 @@ class RunManager:
                 finished = True  # one more read: events committed together with the final status
                 continue
             await self.wait_changed(timeout=0.5)
+
+
+def check_inputs(pipeline: PipelineConfig, inputs: dict[str, Any]) -> None:
+    """A VALIDATION ``StageError`` listing every way ``inputs`` miss the pipeline's input_schema."""
+    if pipeline.input_schema:
+        from flowmasond.components.operators.schema import validate_json_schema
+
+        problems = validate_json_schema(inputs, pipeline.input_schema)
+        if problems:
+            raise StageError("inputs do not match the pipeline's input_schema: " + "; ".join(problems),
+                             error_type="VALIDATION", pipeline_id=pipeline.id)
+
+
+def check_stages(pipeline: PipelineConfig, stage_ids: Sequence[str], *, run_id: str | None = None) -> None:
+    """``StageNotFoundError`` naming the first of ``stage_ids`` that ``pipeline`` does not have."""
+    known = {s.id for s in pipeline.stages}
+    for stage_id in stage_ids:
+        if stage_id not in known:
+            raise StageNotFoundError(f"no stage {stage_id!r} in pipeline '{pipeline.id}'", run_id=run_id,
+                                     pipeline_id=pipeline.id, stage=stage_id, stages=sorted(known))
 
 
 async def _finished_or_cancelled(tasks: Sequence[asyncio.Task[None]], token: CancellationToken) -> None:

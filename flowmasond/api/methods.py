@@ -16,9 +16,13 @@ from flowmason_client.protocol import (
     ErrorCode,
     PipelineShowParams,
     PipelineValidateParams,
+    RunBreakParams,
     RunEventsParams,
     RunListParams,
     RunOutputParams,
+    RunLogsParams,
+    RunPruneParams,
+    RunRerunParams,
     RunRefParams,
     RunResumeParams,
     RunStartParams,
@@ -34,6 +38,7 @@ from flowmasond.errors import (LimitExceededError, PermissionDeniedError, Pipeli
                                StartingError)
 from flowmasond.pipelines.loader import FileLimits, load_pipeline_dict, load_pipeline_file, value_depth
 from flowmasond.runs import event_dict
+from flowmasond.pipelines.dag_text import dag_rows
 from flowmasond.scheduling.entries import ScheduleNotFoundError
 
 if TYPE_CHECKING:
@@ -59,6 +64,11 @@ def run_info(row: Any, *, stages: list[dict[str, Any]] | None = None) -> dict[st
         "pipeline_hash": row.pipeline_hash,
         "recovery_attempts": row.recovery_attempts,
         "resumed_count": row.resumed_count,
+        "forked_from": row.forked_from,
+        "from_stage": row.from_stage,
+        "breakpoints": list(row.breakpoints),
+        "stepping": row.stepping,
+        "paused_at": row.paused_at,
     }
     if stages is not None:
         info["stages"] = stages
@@ -125,6 +135,20 @@ def bounded_output(holder: dict[str, Any], limit: int, budget: list[int] | None 
         budget[0] -= size
 
 
+def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
+    """``runs.list``'s cursor back into (created_at, run_id); a malformed one is -32602."""
+    if cursor is None:
+        return None
+    at, sep, run_id = cursor.partition(":")
+    try:
+        if not sep or not run_id:
+            raise ValueError(cursor)
+        return float(at), run_id
+    except ValueError:
+        raise RpcError(ErrorCode.INVALID_PARAMS, "Invalid params: cursor is not one runs.list returned",
+                       {"cursor": cursor}) from None
+
+
 def build_dispatcher(daemon: Daemon) -> Dispatcher:
     """Register every control method of the protocol against ``daemon``."""
     d = Dispatcher()
@@ -160,6 +184,10 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             "max_concurrent_runs": daemon.config.max_concurrent_runs,
             "pipelines": len(catalog.ids()),
             "invalid_pipelines": len(catalog.broken_files()) + sum(1 for e in catalog.entries().values() if e.issues),
+            # Loaded pipelines whose file on disk is now invalid (the last good version runs), and
+            # files that never loaded: counted apart, so errors are never more than pipelines.
+            "pipelines_with_errors": sum(1 for e in catalog.entries().values() if e.issues),
+            "invalid_files": len(catalog.broken_files()),
             "schedules": daemon.schedule_count(),
         }
 
@@ -186,7 +214,8 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         pipeline = catalog.get(params.pipeline_id)
         entry = catalog.entries()[params.pipeline_id]
         return {**pipeline_info(params.pipeline_id, entry),
-                "definition": pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)}
+                "definition": pipeline.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "dag": dag_rows(manager.executor.plan_for(pipeline))}
 
     async def pipelines_validate(params: PipelineValidateParams, peer: PeerInfo) -> dict[str, Any]:
         if params.path is not None and not peer.privileged:
@@ -216,7 +245,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             raise LimitExceededError(f"the inputs are {size} bytes as JSON, more than the limit",
                                      limit="max_run_input_bytes", value=limits.max_run_input_bytes)
         try:
-            run_id = await manager.start(params.pipeline_id, dict(params.inputs))
+            run_id = await manager.start(params.pipeline_id, dict(params.inputs), break_at=params.break_at)
         except StageError as exc:
             if exc.error_type is not ErrorType.VALIDATION:
                 raise
@@ -226,9 +255,19 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         return run_view(row)
 
     async def runs_list(params: RunListParams, peer: PeerInfo) -> dict[str, Any]:
-        rows = await journal.list_runs(status=RunStatus(params.status) if params.status else None,
-                                       pipeline_id=params.pipeline_id, limit=params.limit)
-        return {"runs": [run_view(r) for r in rows]}
+        filters = {"status": RunStatus(params.status) if params.status else None,
+                   "pipeline_id": params.pipeline_id, "since": params.since, "until": params.until,
+                   "schedule_id": params.schedule_id, "parent_run_id": params.parent_run_id}
+        cursor = _decode_cursor(params.cursor)
+        rows = await journal.list_runs(**filters, limit=params.limit, cursor=cursor)
+        result: dict[str, Any] = {"runs": [run_view(r) for r in rows], "next_cursor": None}
+        if len(rows) == params.limit:
+            # Opaque to clients: the last run's creation time and id, so a page never shifts
+            # when new runs arrive (an offset would).
+            result["next_cursor"] = f"{rows[-1].created_at!r}:{rows[-1].run_id}"
+        if params.count:
+            result["count"] = await journal.count_runs(**filters)
+        return result
 
     async def _row(run_id: str) -> Any:
         return await journal.get_run(run_id)  # RunNotFoundError names the run
@@ -249,6 +288,15 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             bounded_output(stage, limits.max_show_output_bytes, budget)
         info["children"] = [run_view(c) for c in await journal.child_runs(params.run_id)]
         info["total_stages"] = len(pipeline.stages)
+        # What a follower's [done/total] counts: top-level stages (loop bodies and branches run under them).
+        info["top_stages"] = len(manager.executor.plan_for(pipeline).top.members)
+        info["log_stages"] = await journal.log_stages(params.run_id)
+        if row.forked_from and row.from_stage:
+            # The run.forked event (written with the run) lists the results copied from the source.
+            first = await journal.events(params.run_id, after_id=0, limit=4)
+            reused = {p for e in first if e.kind == "run.forked" for p in (e.data or {}).get("reused", [])}
+            for stage in info["stages"]:
+                stage["reused"] = stage["path"] in reused
         return info
 
     async def runs_output(params: RunOutputParams, peer: PeerInfo) -> dict[str, Any]:
@@ -282,12 +330,111 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
 
     async def runs_cancel(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
         await manager.cancel(params.run_id)
-        return run_view(await _row(params.run_id))
+        return await _stopping(params.run_id)
+
+    async def _moved_on(run_id: str, before: str, limit_s: float = 5.0) -> Any:
+        """The run once its status left ``before`` (bounded wait): replies show the state after the operation."""
+        deadline = time.monotonic() + limit_s
+        row = await _row(run_id)
+        while row.status.value == before and time.monotonic() < deadline:
+            await manager.wait_changed(timeout=0.1)
+            row = await _row(run_id)
+        return row
 
     async def runs_resume(params: RunResumeParams, peer: PeerInfo) -> dict[str, Any]:
         definition = "current" if params.accept_changed_definition else ("pinned" if params.pinned else None)
+        before = (await _row(params.run_id)).status.value
         await manager.resume(params.run_id, force=params.force, definition=definition)
+        return run_view(await _moved_on(params.run_id, before))
+
+    async def runs_logs(params: RunLogsParams, peer: PeerInfo) -> AsyncIterator[Any]:
+        await _row(params.run_id)
+        # What is buffered now is committed first: a reader never misses output already printed.
+        await manager.stage_logs.flush()
+        cursor = params.after_id
+        collected: list[dict[str, Any]] = []
+        while True:
+            batch = await journal.logs(params.run_id, path=params.stage, after_id=cursor)
+            for chunk in batch:
+                cursor = chunk.id
+                if params.follow:
+                    yield chunk.to_dict()
+                else:
+                    collected.append(chunk.to_dict())
+            if batch:
+                continue
+            if not params.follow:
+                break
+            row = await _row(params.run_id)
+            if row.status.finished and params.run_id not in manager.active:
+                # The log store commits the last chunks when the run ends: one more read after that.
+                await manager.stage_logs.flush()
+                for chunk in await journal.logs(params.run_id, path=params.stage, after_id=cursor):
+                    cursor = chunk.id
+                    yield chunk.to_dict()
+                break
+            await manager.wait_changed(timeout=0.5)
+        yield StreamResult({"logs": collected, "last_id": cursor,
+                            "stages": await journal.log_stages(params.run_id)})
+
+    async def runs_terminate(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
+        await manager.cancel(params.run_id, now=True)
+        return await _stopping(params.run_id)
+
+    async def _stopping(run_id: str) -> dict[str, Any]:
+        """A cancel or terminate reply: the run now, and whether it may still be stopping (the command
+        then waits). Executing is checked before the row is read: a run finishing in between is
+        reported as stopping (a wait that ends at once), never as running without that flag."""
+        executing = run_id in manager.active
+        info = run_view(await _row(run_id))
+        info["cancelling"] = executing
+        return info
+
+    async def runs_rerun(params: RunRerunParams, peer: PeerInfo) -> dict[str, Any]:
+        try:
+            run_id = await manager.rerun(params.run_id, inputs=dict(params.inputs), latest=params.latest,
+                                         from_stage=params.from_stage)
+        except StageError as exc:
+            if exc.error_type is not ErrorType.VALIDATION:
+                raise
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"Invalid params: {exc.message}", exc.to_dict()) from None
+        return run_view(await _row(run_id))
+
+    async def runs_break(params: RunBreakParams, peer: PeerInfo) -> dict[str, Any]:
+        await manager.set_breakpoint(params.run_id, params.stage_id, remove=params.remove)
         return run_view(await _row(params.run_id))
+
+    async def runs_continue(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
+        await manager.go_on(params.run_id, step=False)
+        return run_view(await _moved_on(params.run_id, "paused"))
+
+    async def runs_step(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
+        await manager.go_on(params.run_id, step=True)
+        return run_view(await _row(params.run_id))
+
+    async def runs_delete(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
+        deleted = await manager.delete(params.run_id)
+        return {"runs": [{"run_id": r} for r in deleted], "dry_run": False}
+
+    async def runs_prune(params: RunPruneParams, peer: PeerInfo) -> dict[str, Any]:
+        statuses = [RunStatus(s) for s in params.statuses] if params.statuses else None
+        if params.dry_run:
+            listed = await journal.prune_candidates(params.before, statuses)
+        else:
+            listed = await journal.prune_before(params.before, statuses)
+        return {"runs": listed, "dry_run": params.dry_run}
+
+    async def daemon_reload(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        changed = await daemon.reload()
+        return {"changed": sorted(changed), "pipelines": len(catalog.ids()),
+                "invalid_files": len(catalog.broken_files())}
+
+    async def daemon_stop(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        # The reply goes out first; the stop itself is the SIGTERM path (grace, interrupted runs).
+        daemon.request_stop()
+        paused = sum(1 for a in manager.active.values() if a.breaks.waiting)
+        return {"stopping": True, "active_runs": manager.counts()["active"] - paused, "paused_runs": paused,
+                "shutdown_grace_s": daemon.config.shutdown_grace_s}
 
     def after_recovery(handler: Any) -> Any:
         """Refuse a state-changing call until startup recovery is done (health says 'ok').
@@ -334,8 +481,18 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     d.register("runs.show", runs_show, RunRefParams, mutating=False)
     d.register("runs.output", runs_output, RunOutputParams, mutating=False)
     d.register("runs.events", runs_events, RunEventsParams, mutating=False, stream=True)
+    d.register("runs.logs", runs_logs, RunLogsParams, mutating=False, stream=True, notification="runs.log")
     d.register("runs.cancel", after_recovery(runs_cancel), RunRefParams, mutating=True)
+    d.register("runs.terminate", after_recovery(runs_terminate), RunRefParams, mutating=True)
+    d.register("runs.rerun", after_recovery(runs_rerun), RunRerunParams, mutating=True)
+    d.register("runs.break", after_recovery(runs_break), RunBreakParams, mutating=True)
+    d.register("runs.continue", after_recovery(runs_continue), RunRefParams, mutating=True)
+    d.register("runs.step", after_recovery(runs_step), RunRefParams, mutating=True)
+    d.register("runs.delete", after_recovery(runs_delete), RunRefParams, mutating=True)
+    d.register("runs.prune", after_recovery(runs_prune), RunPruneParams, mutating=True)
     d.register("runs.resume", after_recovery(runs_resume), RunResumeParams, mutating=True)
+    d.register("daemon.reload", daemon_reload, EmptyParams, mutating=True)
+    d.register("daemon.stop", daemon_stop, EmptyParams, mutating=True)
     d.register("schedules.list", schedules_list, EmptyParams, mutating=False)
     d.register("schedules.next", schedules_next, ScheduleNextParams, mutating=False)
     d.register("schedules.pause", after_recovery(schedules_pause), ScheduleRefParams, mutating=True)

@@ -130,7 +130,7 @@ class DAGExecutor:
                  providers: Any = None, default_provider: str | None = None,
                  pipelines: Mapping[str, PipelineConfig] | Callable[[str], PipelineConfig] | None = None,
                  child_runner: ChildRunner | None = None, services: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, stage_gate: StageGate | None = None) -> None:
         self.registry = registry
         if isinstance(hooks, list):
             hooks = CompositeHooks(hooks)
@@ -151,6 +151,7 @@ class DAGExecutor:
         self.executor = UniversalExecutor(hooks=self.hooks, services=svc)
         self.control_flow = ControlFlowHandler(self)
         self._plans: dict[int, tuple[PipelineConfig, ExecutionPlan]] = {}
+        self.stage_gate = stage_gate
 
     # -- public API ------------------------------------------------------------------------------
     def plan_for(self, pipeline: PipelineConfig) -> ExecutionPlan:
@@ -430,6 +431,9 @@ class DAGExecutor:
         except ValidationError as exc:
             result = _config_failure(stage, ErrorType.VALIDATION, f"invalid config: {_pydantic_summary(exc)}")
         else:
+            if self.stage_gate is not None:
+                # Breakpoints: after the inputs are resolved, so a paused run can show them.
+                await self.stage_gate(run.run_id, path, member, config, run.cancellation)
             if meta.kind == "control_flow":
                 result, extra = await self.control_flow.execute(run, stage, meta, path, frame, input_model)
             else:

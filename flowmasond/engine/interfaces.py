@@ -71,6 +71,7 @@ class RunStatus(str, Enum):
 
     PENDING = "pending"  # accepted, waiting for a concurrency slot
     RUNNING = "running"  # executing
+    PAUSED = "paused"  # stopped before a breakpoint; waits for an operator's continue or step
     SUCCEEDED = "succeeded"  # finished; output available
     FAILED = "failed"  # a stage failed and the error propagated
     CANCELLED = "cancelled"  # cancelled by a user; resumable
@@ -79,7 +80,7 @@ class RunStatus(str, Enum):
     @property
     def finished(self) -> bool:
         """True for states in which nothing is executing."""
-        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
 
     @property
     def resumable(self) -> bool:
@@ -382,3 +383,14 @@ class ChildRunner(Protocol):
 
     async def __call__(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
                        inputs: dict[str, Any]) -> RunOutcome: ...
+
+
+class StageGate(Protocol):
+    """Asked before a stage starts, with the inputs it will receive; may wait (a breakpoint).
+
+    It returns when the stage may start, or raises ``RunCancelledError`` when the run is cancelled
+    while waiting. The seed's ``check_and_wait_at_stage`` hook, as one awaitable.
+    """
+
+    async def __call__(self, run_id: str, path: str, stage_id: str, inputs: dict[str, Any],
+                       cancellation: Any) -> None: ...

@@ -29,8 +29,9 @@ from flowmasond.journal.events import EventKind
 from flowmasond.journal.migrations import load_migrations, migrate, refuse_if_too_new
 from flowmasond.journal.owner import OwnerLock
 from flowmasond.journal.records import read_snapshot
-from flowmasond.journal.rows import EventRow, PruneResult, RunRow, dumps, dumps_or_none
-from flowmasond.journal.run_store import JournalRunStore, raise_missing_run
+from flowmasond.journal.rows import EventRow, LogRow, PruneResult, RunRow, dumps, dumps_or_none
+from flowmasond.engine.interfaces import Record
+from flowmasond.journal.run_store import JournalRunStore, insert_records, raise_missing_run
 from flowmasond.journal.sqlfiles import queries
 from flowmasond.journal.writer import DEFAULT_FLUSH_DELAY_S, JournalWriter, WriterStats
 
@@ -191,8 +192,15 @@ class Journal:
                          status: RunStatus = RunStatus.PENDING,
                          parent_run_id: str | None = None, parent_path: str | None = None,
                          schedule_id: str | None = None,
-                         fire_time: float | None = None) -> RunRow:
-        """Record a new run pinned to ``pipeline`` (pinning it if needed)."""
+                         fire_time: float | None = None,
+                         forked_from: str | None = None, from_stage: str | None = None,
+                         breakpoints: Iterable[str] = (),
+                         seed: list[Record] | None = None) -> RunRow:
+        """Record a new run pinned to ``pipeline`` (pinning it if needed).
+
+        A rerun names its source (``forked_from``, ``from_stage``) and ``seed``: the source's
+        records it reuses, committed in the same transaction as the run itself.
+        """
         now = self._clock()
         pin = _pin_params(pipeline, now)
         try:
@@ -203,17 +211,25 @@ class Journal:
         params = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_hash": pin["hash"],
                   "inputs": inputs_json, "status": status.value, "now": now,
                   "parent_run_id": parent_run_id, "parent_path": parent_path,
-                  "schedule_id": schedule_id, "fire_time": fire_time}
+                  "schedule_id": schedule_id, "fire_time": fire_time,
+                  "forked_from": forked_from, "from_stage": from_stage,
+                  "breakpoints": dumps(sorted(set(breakpoints)))}
         event = {"pipeline_id": pipeline.id, "pipeline_hash": pin["hash"], "status": status.value,
                  "parent_run_id": parent_run_id, "parent_path": parent_path,
                  "schedule_id": schedule_id, "fire_time": fire_time}
-        await self._writer.write(partial(_create_run, pin=pin, params=params, event=dumps(event)),
+        forked = None
+        if forked_from is not None:
+            forked = dumps({"forked_from": forked_from, "from_stage": from_stage,
+                            "reused": sorted({r.path for r in seed or []})})
+        await self._writer.write(partial(_create_run, pin=pin, params=params, event=dumps(event),
+                                         seed=seed or [], forked=forked),
                                  label=f"creation of run {run_id}")
         return RunRow(run_id=run_id, pipeline_id=pipeline.id, pipeline_hash=str(pin["hash"]),
                       inputs=json.loads(inputs_json), status=status, created_at=now,
                       parent_run_id=parent_run_id, parent_path=parent_path,
                       schedule_id=schedule_id, fire_time=fire_time,
-                      usage=UsageMetrics())
+                      usage=UsageMetrics(), forked_from=forked_from, from_stage=from_stage,
+                      breakpoints=tuple(sorted(set(breakpoints))))
 
     async def set_run_status(self, run_id: str, status: RunStatus, *,
                              expected: Iterable[RunStatus], output: Any = None,
@@ -297,18 +313,24 @@ class Journal:
 
     async def list_runs(self, *, status: RunStatus | Iterable[RunStatus] | None = None,
                         pipeline_id: str | None = None, limit: int = 100,
-                        offset: int = 0) -> list[RunRow]:
-        """Runs newest first, optionally only those in ``status`` and/or of ``pipeline_id``."""
-        if status is None:
-            statuses = None
-        elif isinstance(status, RunStatus):
-            statuses = dumps([status.value])
-        else:
-            statuses = dumps([s.value for s in status])
-        rows = await self._read("list_runs", _fetch, queries().list_runs,
-                                {"statuses": statuses, "pipeline_id": pipeline_id,
-                                 "limit": limit, "offset": offset})
+                        offset: int = 0, since: float | None = None, until: float | None = None,
+                        schedule_id: str | None = None, parent_run_id: str | None = None,
+                        cursor: tuple[float, str] | None = None) -> list[RunRow]:
+        """Runs newest first, filtered (every None matches all); ``cursor``: after that run."""
+        params = _list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
+        params.update({"limit": limit, "offset": offset,
+                       "cursor_at": cursor[0] if cursor else None, "cursor_id": cursor[1] if cursor else None})
+        rows = await self._read("list_runs", _fetch, queries().list_runs, params)
         return [RunRow.from_row(row) for row in rows]
+
+    async def count_runs(self, *, status: RunStatus | Iterable[RunStatus] | None = None,
+                         pipeline_id: str | None = None, since: float | None = None,
+                         until: float | None = None, schedule_id: str | None = None,
+                         parent_run_id: str | None = None) -> int:
+        """How many runs ``list_runs`` would list with these filters (without paging)."""
+        params = _list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
+        rows = await self._read("count_runs", _fetch, queries().count_runs, params)
+        return int(rows[0][0])
 
     async def child_runs(self, run_id: str) -> list[RunRow]:
         """Runs started by ``run_id`` (subpipelines), oldest first."""
@@ -439,6 +461,70 @@ class Journal:
                                 {"run_ids": dumps(ids)})
         return {row[0]: RunStatus(row[1]) for row in rows}
 
+    # -- operating: breakpoints, logs, delete --------------------------------------------------
+
+    async def set_paused(self, run_id: str, paused_at: dict[str, Any] | None) -> bool:
+        """Mark a running run ``paused`` with the stages waiting (None: back to ``running``).
+
+        Conditional: False when the run was in neither state (cancelled meanwhile, for example).
+        """
+        params = {"run_id": run_id, "paused_at": dumps_or_none(paused_at), "now": self._clock()}
+        return await self._writer.write(partial(_set_paused, params=params),
+                                        label=f"pause state of run {run_id}")
+
+    async def set_breakpoints(self, run_id: str, breakpoints: Iterable[str], stepping: bool) -> None:
+        """Replace a run's breakpoints and stepping flag (journaled with an event)."""
+        points = sorted(set(breakpoints))
+        params = {"run_id": run_id, "breakpoints": dumps(points), "stepping": int(stepping),
+                  "now": self._clock(), "data": dumps({"breakpoints": points, "stepping": stepping})}
+        await self._writer.write(partial(_set_breakpoints, params=params),
+                                 label=f"breakpoints of run {run_id}")
+
+    async def append_logs(self, chunks: list[dict[str, Any]]) -> None:
+        """Store stage log chunks (``run_id``, ``path``, ``stream``, ``ts``, ``text`` each)."""
+        if chunks:
+            await self._writer.write(partial(_insert_logs, chunks=chunks),
+                                     label=f"{len(chunks)} stage log chunks")
+
+    async def logs(self, run_id: str, *, path: str | None = None, after_id: int = 0,
+                   limit: int = _EVENTS_PAGE) -> list[LogRow]:
+        """Log chunks of ``run_id`` (of one stage path and what is nested under it) after ``after_id``."""
+        rows = await self._read("logs", _fetch, queries().run_logs_after,
+                                {"run_id": run_id, "path": path, "after_id": after_id, "limit": limit})
+        return [LogRow.from_row(row) for row in rows]
+
+    async def log_stages(self, run_id: str) -> list[dict[str, Any]]:
+        """Stage paths that have logs, with chunk and character counts."""
+        rows = await self._read("log_stages", _fetch, queries().run_log_stages, {"run_id": run_id})
+        return [{"path": r["path"], "chunks": int(r["chunks"]), "chars": int(r["chars"])} for r in rows]
+
+    async def prune_candidates(self, before: float, statuses: Iterable[RunStatus] | None = None
+                               ) -> list[dict[str, Any]]:
+        """The runs ``prune_before`` would delete (the dry run), oldest first."""
+        return await self._read("prune_candidates", _prune_candidates, before,
+                                _statuses_or_all(statuses))
+
+    async def prune_before(self, before: float, statuses: Iterable[RunStatus] | None = None
+                           ) -> list[dict[str, Any]]:
+        """Delete finished runs created before ``before`` (and their finished children); returns them.
+
+        The candidates are listed and deleted in one write transaction, by the dry run's query.
+        """
+        deleted = await self._writer.write(partial(_prune_before, before=before,
+                                                   statuses=_statuses_or_all(statuses)),
+                                           label="prune --before")
+        try:
+            await self._writer.call(_reclaim)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, path=self._path, operation="reclaim space") from exc
+        return deleted
+
+    async def delete_runs(self, run_ids: Iterable[str]) -> list[str]:
+        """Delete finished runs by id (their records, events and logs go with them)."""
+        ids = sorted(set(run_ids))
+        return await self._writer.write(partial(_delete_runs, run_ids=dumps(ids)),
+                                        label=f"deletion of {len(ids)} runs")
+
     # -- upkeep ----------------------------------------------------------------------------------
 
     async def prune(self, older_than_days: float) -> PruneResult:
@@ -512,7 +598,7 @@ def _pin(conn: sqlite3.Connection, pin: dict[str, Any]) -> None:
 
 
 def _create_run(conn: sqlite3.Connection, pin: dict[str, Any], params: dict[str, Any],
-                event: str) -> None:
+                event: str, seed: list[Record], forked: str | None) -> None:
     q = queries()
     conn.execute(q.pin_pipeline, pin)
     try:
@@ -525,6 +611,12 @@ def _create_run(conn: sqlite3.Connection, pin: dict[str, Any], params: dict[str,
     conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
                                   "kind": EventKind.RUN_CREATED.value, "path": None,
                                   "data": event})
+    if forked is not None:
+        conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
+                                      "kind": EventKind.RUN_FORKED.value, "path": None,
+                                      "data": forked})
+    if seed:
+        insert_records(conn, str(params["run_id"]), seed, float(params["now"]))
 
 
 def _statuses_json(statuses: Iterable[RunStatus]) -> str:
@@ -596,6 +688,85 @@ def _increment_recovery(conn: sqlite3.Connection, run_id: str, now: float) -> in
                                   "kind": EventKind.RUN_RECOVERY.value, "path": None,
                                   "data": dumps({"recovery_attempts": count})})
     return count
+
+
+def _list_params(status: RunStatus | Iterable[RunStatus] | None, pipeline_id: str | None,
+                 since: float | None, until: float | None, schedule_id: str | None,
+                 parent_run_id: str | None) -> dict[str, Any]:
+    if status is None:
+        statuses = None
+    elif isinstance(status, RunStatus):
+        statuses = dumps([status.value])
+    else:
+        statuses = dumps([s.value for s in status])
+    return {"statuses": statuses, "pipeline_id": pipeline_id, "since": since, "until": until,
+            "schedule_id": schedule_id, "parent_run_id": parent_run_id}
+
+
+def _statuses_or_all(statuses: Iterable[RunStatus] | None) -> str | None:
+    return None if statuses is None else _statuses_json(statuses)
+
+
+def _set_paused(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:
+    q = queries()
+    paused = params["paused_at"] is not None
+    rows = conn.execute(q.set_paused if paused else q.set_unpaused, params).fetchall()
+    if not rows:
+        return False
+    if paused:
+        conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
+                                      "kind": EventKind.RUN_PAUSED.value, "path": None,
+                                      "data": dumps({"paused_at": json.loads(params["paused_at"])})})
+    conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
+                                  "kind": EventKind.RUN_STATUS.value, "path": None,
+                                  "data": dumps({"status": "paused" if paused else "running",
+                                                 "previous": "running" if paused else "paused",
+                                                 "error": None})})
+    return True
+
+
+def _set_breakpoints(conn: sqlite3.Connection, params: dict[str, Any]) -> None:
+    q = queries()
+    if not conn.execute(q.set_breakpoints, params).fetchall():
+        raise RunNotFoundError(run_id=params["run_id"])
+    conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
+                                  "kind": EventKind.RUN_BREAKPOINTS.value, "path": None,
+                                  "data": params["data"]})
+
+
+def _insert_logs(conn: sqlite3.Connection, chunks: list[dict[str, Any]]) -> None:
+    for chunk in chunks:
+        try:
+            conn.execute(queries().insert_log, chunk)
+        except sqlite3.IntegrityError:
+            # The run was deleted while its stage was still printing: nothing to keep it for.
+            continue
+
+
+def _candidate(row: sqlite3.Row) -> dict[str, Any]:
+    # By position: the writer's connection returns plain tuples, the reader's sqlite3.Row.
+    return {"run_id": row[0], "pipeline_id": row[1], "status": row[2], "created_at": row[3],
+            "parent_run_id": row[4]}
+
+
+def _prune_candidates(conn: sqlite3.Connection, before: float, statuses: str | None) -> list[dict[str, Any]]:
+    rows = conn.execute(queries().prune_candidates, {"before": before, "statuses": statuses}).fetchall()
+    return [_candidate(r) for r in rows]
+
+
+def _prune_before(conn: sqlite3.Connection, before: float, statuses: str | None) -> list[dict[str, Any]]:
+    q = queries()
+    doomed = _prune_candidates(conn, before, statuses)
+    conn.execute(q.delete_runs, {"run_ids": dumps([d["run_id"] for d in doomed])}).fetchall()
+    conn.execute(q.prune_pinned)
+    return doomed
+
+
+def _delete_runs(conn: sqlite3.Connection, run_ids: str) -> list[str]:
+    q = queries()
+    deleted = [r[0] for r in conn.execute(q.delete_runs, {"run_ids": run_ids}).fetchall()]
+    conn.execute(q.prune_pinned)
+    return deleted
 
 
 def _record_fire(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:

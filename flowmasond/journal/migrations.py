@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from flowmasond.errors import JournalError, SchemaTooNewError
 from flowmasond.journal.sqlfiles import queries, state_dir
@@ -22,6 +22,8 @@ from flowmasond.journal.sqlfiles import queries, state_dir
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _USER_VERSION_OFFSET = 60  # big-endian int32 in the 100-byte database header
+# A migration file containing this line runs with foreign keys off (a table rebuild; see migrate()).
+_FK_OFF = re.compile(r"^-- pragma: foreign_keys=off\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,11 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def needs_foreign_keys_off(self) -> bool:
+        """A table rebuild (new CHECK constraint) must not cascade: the file says ``pragma: foreign_keys=off``."""
+        return _FK_OFF.search(self.sql) is not None
 
     def statements(self) -> list[str]:
         """The file's statements in order (``executescript`` would commit, so we split)."""
@@ -99,6 +106,13 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, path: 
     q = queries()
     supported = migrations[-1].version if migrations else 0
     applied_at = time.time() if now is None else now
+    # PRAGMA foreign_keys is a no-op inside a transaction, so it is decided before BEGIN; the
+    # state-dir lock means nobody migrates between this read and the transaction.
+    before = int(conn.execute(q.schema_version).fetchone()[0])
+    keys_off = any(m.needs_foreign_keys_off for m in migrations if m.version > before)
+    keys_were_on = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+    if keys_off:
+        conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = int(conn.execute(q.schema_version).fetchone()[0])
@@ -110,6 +124,11 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, path: 
                 conn.execute(statement)
             conn.execute(q.record_migration, {"version": migration.version,
                                               "name": migration.name, "now": applied_at})
+        if keys_off:
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise JournalError("a migration left rows whose foreign keys point nowhere",
+                                   path=path, rows=len(broken))
         if pending:
             # PRAGMA takes no bound parameters; the value is an int we produced.
             conn.execute(f"PRAGMA user_version = {int(pending[-1].version)}")
@@ -118,6 +137,9 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, path: 
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    finally:
+        if keys_off and keys_were_on:
+            conn.execute("PRAGMA foreign_keys = ON")
     return [m.version for m in pending]
 
 

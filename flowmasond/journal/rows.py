@@ -47,6 +47,11 @@ class RunRow:
     recovery_attempts: int = 0
     resumed_count: int = 0
     usage: UsageMetrics  # summed over every committed result of the run
+    forked_from: str | None = None  # a rerun: the run it was made from
+    from_stage: str | None = None  # a rerun --from: the stage it re-ran from
+    breakpoints: tuple[str, ...] = ()  # stage ids the run pauses before
+    stepping: bool = False  # pauses before every stage (flowmason step)
+    paused_at: dict[str, Any] | None = None  # while paused: {path: {stage_id, inputs}}
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRow:
@@ -71,6 +76,11 @@ class RunRow:
                                output_tokens=row["output_tokens"],
                                cost_usd=row["cost_usd"], duration_ms=row["duration_ms"],
                                provider=row["provider"], model=row["model"]),
+            forked_from=row["forked_from"],
+            from_stage=row["from_stage"],
+            breakpoints=tuple(json.loads(row["breakpoints"] or "[]")),
+            stepping=bool(row["stepping"]),
+            paused_at=loads_or_none(row["paused_at"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +103,11 @@ class RunRow:
             "recovery_attempts": self.recovery_attempts,
             "resumed_count": self.resumed_count,
             "usage": self.usage.to_dict(),
+            "forked_from": self.forked_from,
+            "from_stage": self.from_stage,
+            "breakpoints": list(self.breakpoints),
+            "stepping": self.stepping,
+            "paused_at": self.paused_at,
         }
 
 
@@ -125,3 +140,24 @@ class PruneResult:
     pipelines: int  # pinned definitions no longer referenced
     fires: int  # schedule fires older than the cutoff (each schedule keeps its latest)
     pages_freed: int  # database pages handed back to the file system
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogRow:
+    """One chunk of a stage's log (``run_logs``)."""
+
+    id: int
+    run_id: str
+    path: str
+    stream: str  # stdout, stderr, or log (logger stages)
+    ts: float
+    text: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> LogRow:
+        return cls(id=row["id"], run_id=row["run_id"], path=row["path"], stream=row["stream"],
+                   ts=row["ts"], text=row["text"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "run_id": self.run_id, "path": self.path, "stream": self.stream,
+                "ts": self.ts, "text": self.text}

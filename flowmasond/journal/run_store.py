@@ -79,36 +79,50 @@ class JournalRunStore:
 
     def _encode(self, records: Sequence[Record],
                 now: float) -> tuple[list[_Row], dict[str, Any] | None]:
-        q = queries()
-        run_id = self.run_id
-        rows: list[_Row] = []
-        total: UsageMetrics | None = None
-        for record in records:
-            try:
-                if record.kind is RecordKind.RESULT:
-                    result = record.result
-                    if result is None:
-                        raise JournalError("a result record carries no result",
-                                           run_id=self.run_id, path=record.path)
-                    rows.append((q.insert_result,
-                                 (run_id, record.path, now, *result_values(result))))
-                    total = result.usage if total is None else total + result.usage
-                else:
-                    if record.decision is None:
-                        raise JournalError("a decision record carries no decision",
-                                           run_id=self.run_id, path=record.path)
-                    rows.append((q.insert_decision,
-                                 (run_id, record.path, now, decision_value(record.decision))))
-            except (TypeError, ValueError) as exc:
-                raise JournalError(f"record is not JSON-serialisable: {exc}", run_id=self.run_id,
-                                   path=record.path, kind=record.kind.value) from exc
-        # Durations alone are summed once, when the run finishes (update_run_status): an UPDATE of
-        # the run's row on every commit would be the hot path's most expensive statement.
-        if total is None or not (total.input_tokens or total.output_tokens or total.cost_usd
-                                 or total.provider or total.model):
-            return rows, None
-        usage = {"run_id": self.run_id, "input_tokens": total.input_tokens,
-                 "output_tokens": total.output_tokens, "cost_usd": total.cost_usd,
-                 "duration_ms": total.duration_ms, "provider": total.provider,
-                 "model": total.model, "mixed": MIXED}
-        return rows, usage
+        return encode_records(self.run_id, records, now)
+
+
+def insert_records(conn: sqlite3.Connection, run_id: str, records: Sequence[Record], now: float) -> None:
+    """Insert ``records`` inside the caller's transaction, without adding their usage to the run.
+
+    A rerun seeds itself with the results it reuses: they cost this run nothing.
+    """
+    rows, _ = encode_records(run_id, records, now)
+    _commit_records(conn, run_id, rows, None)
+
+
+def encode_records(run_id: str, records: Sequence[Record],
+                   now: float) -> tuple[list[_Row], dict[str, Any] | None]:
+    """The INSERTs of ``records`` and the run usage they add (None: nothing to add)."""
+    q = queries()
+    rows: list[_Row] = []
+    total: UsageMetrics | None = None
+    for record in records:
+        try:
+            if record.kind is RecordKind.RESULT:
+                result = record.result
+                if result is None:
+                    raise JournalError("a result record carries no result",
+                                       run_id=run_id, path=record.path)
+                rows.append((q.insert_result,
+                             (run_id, record.path, now, *result_values(result))))
+                total = result.usage if total is None else total + result.usage
+            else:
+                if record.decision is None:
+                    raise JournalError("a decision record carries no decision",
+                                       run_id=run_id, path=record.path)
+                rows.append((q.insert_decision,
+                             (run_id, record.path, now, decision_value(record.decision))))
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"record is not JSON-serialisable: {exc}", run_id=run_id,
+                               path=record.path, kind=record.kind.value) from exc
+    # Durations alone are summed once, when the run finishes (update_run_status): an UPDATE of
+    # the run's row on every commit would be the hot path's most expensive statement.
+    if total is None or not (total.input_tokens or total.output_tokens or total.cost_usd
+                             or total.provider or total.model):
+        return rows, None
+    usage = {"run_id": run_id, "input_tokens": total.input_tokens,
+             "output_tokens": total.output_tokens, "cost_usd": total.cost_usd,
+             "duration_ms": total.duration_ms, "provider": total.provider,
+             "model": total.model, "mixed": MIXED}
+    return rows, usage

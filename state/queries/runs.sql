@@ -2,9 +2,11 @@
 
 -- name: insert_run
 INSERT INTO runs (run_id, pipeline_id, pipeline_hash, inputs, status, created_at,
-                  parent_run_id, parent_path, schedule_id, fire_time)
+                  parent_run_id, parent_path, schedule_id, fire_time,
+                  forked_from, from_stage, breakpoints)
 VALUES (:run_id, :pipeline_id, :pipeline_hash, :inputs, :status, :now,
-        :parent_run_id, :parent_path, :schedule_id, :fire_time);
+        :parent_run_id, :parent_path, :schedule_id, :fire_time,
+        :forked_from, :from_stage, :breakpoints);
 
 -- name: get_run
 SELECT * FROM runs WHERE run_id = :run_id;
@@ -22,6 +24,8 @@ SET status      = :status,
     error       = :error,
     started_at  = CASE WHEN :status = 'running' THEN coalesce(started_at, :now) ELSE started_at END,
     finished_at = CASE WHEN :finished THEN :now ELSE NULL END,
+    -- The waiting stages are kept only while the run stays paused (a stop while paused keeps them).
+    paused_at   = CASE WHEN :status = 'paused' THEN paused_at ELSE NULL END,
     -- Stage durations are summed here rather than on every commit (see add_run_usage).
     duration_ms = coalesce((SELECT sum(duration_ms) FROM run_records
                             WHERE run_id = :run_id AND kind = 'result'), 0)
@@ -65,12 +69,28 @@ WHERE run_id = :run_id
 RETURNING resumed_count;
 
 -- name: list_runs
--- Newest first. :statuses is a JSON array of status names, or NULL for all.
+-- Newest first. :statuses is a JSON array of status names, or NULL for all. A page continues
+-- after the cursor (:cursor_at, :cursor_id: the last run of the previous page), every NULL
+-- filter matches all.
 SELECT * FROM runs
 WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
   AND (:pipeline_id IS NULL OR pipeline_id = :pipeline_id)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
+  AND (:cursor_at IS NULL OR created_at < :cursor_at OR (created_at = :cursor_at AND run_id < :cursor_id))
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit OFFSET :offset;
+
+-- name: count_runs
+SELECT count(*) FROM runs
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:pipeline_id IS NULL OR pipeline_id = :pipeline_id)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id);
 
 -- name: child_runs
 SELECT * FROM runs WHERE parent_run_id = :run_id ORDER BY created_at, run_id;

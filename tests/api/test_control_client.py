@@ -42,7 +42,7 @@ async def test_remote_error_carries_code_message_and_data(server: ServerThread) 
     assert error.code == ErrorCode.RUN_NOT_FOUND
     assert error.error_code == "run_not_found"
     assert error.context == {"run_id": "r-9"}
-    assert str(error) == "No run with that id. (run_id=r-9)"
+    assert str(error) == "no run 'r-9'"  # one wording for 'not found'; the id is not repeated
 
 
 async def test_unreachable_daemon_names_the_socket_in_one_line(socket_dir: Path) -> None:

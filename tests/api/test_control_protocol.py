@@ -77,9 +77,12 @@ def test_every_daemon_error_code_maps_inside_the_application_range() -> None:
 
 
 def test_only_state_changing_methods_are_mutating() -> None:
-    """Starting, cancelling and resuming runs and changing schedules are mutating; the rest any peer may read."""
+    """Starting, stopping, forking, pausing and deleting runs and changing schedules are mutating; the rest
+    any peer may read."""
     assert {name for name, spec in METHODS.items() if spec.mutating} == {
-        "runs.start", "runs.cancel", "runs.resume", "schedules.pause", "schedules.unpause", "schedules.trigger"}
+        "runs.start", "runs.cancel", "runs.terminate", "runs.resume", "runs.rerun", "runs.break",
+        "runs.continue", "runs.step", "runs.delete", "runs.prune", "daemon.reload", "daemon.stop",
+        "schedules.pause", "schedules.unpause", "schedules.trigger"}
 
 
 def test_encode_escapes_lone_surrogates_and_refuses_nan() -> None:

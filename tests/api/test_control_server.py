@@ -308,7 +308,7 @@ def test_flowmason_error_becomes_its_app_error(raw: Raw) -> None:
     conn = raw()
     error = assert_error(conn.request("fail_app", {"run_id": "r-42"}, request_id=8),
                          ErrorCode.RUN_NOT_FOUND, 8)
-    assert error["data"] == {"code": "run_not_found", "message": "No run with that id.",
+    assert error["data"] == {"code": "run_not_found", "message": "no run 'r-42'",
                              "context": {"run_id": "r-42"}}
     assert_healthy("", conn)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ from pydantic import Field, field_validator
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
 from flowmasond.engine.interfaces import ErrorType
+from flowmasond.engine.stage_logs import sink_of
 from flowmasond.errors import ComponentError
 
 LOGGER_NAME = "flowmasond.stage"
@@ -37,6 +39,10 @@ class Logger:
                         stage_id=context.stage_id, stage_path=context.stage_path, attempt=context.attempt)
         fields = {"data": input.data} if input.data is not None else {}
         getattr(log, input.level)(input.message, **fields)
+        sink = sink_of(context)
+        if sink is not None:
+            extra = f" {json.dumps(input.data, default=str)}" if input.data is not None else ""
+            sink.write(context.run_id, context.stage_path, "log", f"{input.level}: {input.message}{extra}\n")
         return self.Output(message=input.message, level=input.level)
 
 

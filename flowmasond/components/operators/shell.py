@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import signal
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -23,6 +24,7 @@ from flowmasond.components.operators import shadowing_fields
 from flowmasond.engine.context import ExecutionContext
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
 from flowmasond.engine.interfaces import ErrorType
+from flowmasond.engine.stage_logs import byte_forwarder
 from flowmasond.environment import stage_base_env
 from flowmasond.errors import ComponentError
 
@@ -79,8 +81,8 @@ class Shell:
         stdin_data = input.stdin.encode() if input.stdin is not None else None
         try:
             (out, out_truncated), (err, err_truncated), _, exit_code = await asyncio.gather(
-                _read_capped(proc.stdout, input.max_output_bytes),
-                _read_capped(proc.stderr, input.max_output_bytes),
+                _read_capped(proc.stdout, input.max_output_bytes, byte_forwarder(context, "stdout")),
+                _read_capped(proc.stderr, input.max_output_bytes, byte_forwarder(context, "stderr")),
                 _feed(proc.stdin, stdin_data),
                 proc.wait(),
             )
@@ -161,18 +163,26 @@ def _launch_error(exc: OSError, argv: list[str], input: Shell.Input, context: Ex
                           stage=context.stage_path, path=path, cwd=input.cwd)
 
 
-async def _read_capped(stream: asyncio.StreamReader | None, limit: int) -> tuple[bytes, bool]:
-    """Read to EOF keeping at most ``limit`` bytes; keep draining past it so the child never blocks."""
+async def _read_capped(stream: asyncio.StreamReader | None, limit: int,
+                       forward: Callable[[bytes, bool], None] | None = None) -> tuple[bytes, bool]:
+    """Read to EOF keeping at most ``limit`` bytes; keep draining past it so the child never blocks.
+
+    ``forward`` gets every chunk as it arrives (the stage log; it applies its own bound).
+    """
     if stream is None:
         return b"", False
     kept = bytearray()
     truncated = False
     while chunk := await stream.read(_READ_CHUNK):
+        if forward is not None:
+            forward(chunk, False)
         room = limit - len(kept)
         if room > 0:
             kept += chunk[:room]
         if len(chunk) > room:
             truncated = True
+    if forward is not None:
+        forward(b"", True)
     return bytes(kept), truncated
 
 
