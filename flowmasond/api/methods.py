@@ -333,10 +333,11 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         return await _stopping(params.run_id)
 
     async def _moved_on(run_id: str, before: str, limit_s: float = 5.0) -> Any:
-        """The run once its status left ``before`` (bounded wait): replies show the state after the operation."""
+        """The run once its status left ``before`` and ``pending`` (a claimed resume passes through it),
+        bounded: replies show the state after the operation."""
         deadline = time.monotonic() + limit_s
         row = await _row(run_id)
-        while row.status.value == before and time.monotonic() < deadline:
+        while row.status.value in (before, "pending") and time.monotonic() < deadline:
             await manager.wait_changed(timeout=0.1)
             row = await _row(run_id)
         return row

@@ -11,6 +11,8 @@ from journal_helpers import make_pipeline
 from flowmasond.engine.interfaces import Record
 from flowmasond.engine.interfaces import ComponentResult, RunStatus, StageStatus
 from flowmasond.journal import Journal
+
+ANY = list(RunStatus)  # these tests set statuses directly; the transition rules are tested elsewhere
 from flowmasond.journal.migrations import load_migrations, migrate
 
 
@@ -61,13 +63,13 @@ async def test_only_a_running_run_pauses(db_path: Path) -> None:
     async with await Journal.open(db_path) as journal:
         await journal.create_run("r1", make_pipeline("p"), {})
         assert await journal.set_paused("r1", {"a": {"stage_id": "a", "inputs": {}}}) is False  # pending
-        await journal.set_run_status("r1", RunStatus.RUNNING)
+        await journal.set_run_status("r1", RunStatus.RUNNING, expected=ANY)
         assert await journal.set_paused("r1", {"a": {"stage_id": "a", "inputs": {"n": 1}}}) is True
         row = await journal.get_run("r1")
         assert row.status is RunStatus.PAUSED and row.paused_at == {"a": {"stage_id": "a", "inputs": {"n": 1}}}
         assert await journal.set_paused("r1", None) is True
         assert (await journal.get_run("r1")).status is RunStatus.RUNNING
-        await journal.set_run_status("r1", RunStatus.CANCELLED)
+        await journal.set_run_status("r1", RunStatus.CANCELLED, expected=ANY)
         assert await journal.set_paused("r1", {"a": {"stage_id": "a", "inputs": {}}}) is False
         assert (await journal.get_run("r1")).status is RunStatus.CANCELLED
 
@@ -77,7 +79,7 @@ async def test_logs_go_with_their_run(db_path: Path) -> None:
     async with await Journal.open(db_path) as journal:
         for run_id in ("r1", "r2"):
             await journal.create_run(run_id, make_pipeline("p"), {})
-            await journal.set_run_status(run_id, RunStatus.SUCCEEDED)
+            await journal.set_run_status(run_id, RunStatus.SUCCEEDED, expected=ANY)
             await journal.append_logs([{"run_id": run_id, "path": "a", "stream": "stdout", "ts": 1.0,
                                         "text": f"hello from {run_id}\n"}])
         assert await journal.delete_runs(["r1"]) == ["r1"]
@@ -94,10 +96,10 @@ async def test_prune_before_deletes_what_the_dry_run_listed(db_path: Path) -> No
         for i, status in enumerate(statuses):
             clock[0] = 100.0 + i
             await journal.create_run(f"r{i}", make_pipeline("p"), {})
-            await journal.set_run_status(f"r{i}", status)
+            await journal.set_run_status(f"r{i}", status, expected=ANY)
         clock[0] = 200.0
         await journal.create_run("late", make_pipeline("p"), {})
-        await journal.set_run_status("late", RunStatus.FAILED)
+        await journal.set_run_status("late", RunStatus.FAILED, expected=ANY)
         listed = await journal.prune_candidates(150.0, [RunStatus.FAILED])
         assert [r["run_id"] for r in listed] == ["r0", "r3"]
         deleted = await journal.prune_before(150.0, [RunStatus.FAILED])
