@@ -28,7 +28,7 @@ from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.checkpoint import MemoryRunStore
 from flowmasond.engine.interfaces import (ChildRunner, ComponentResult, CompositeHooks, ErrorType,
                                           ExecutionHooks, Record, RunSnapshot, RunStatus, RunStore,
-                                          StageStatus, UsageMetrics)
+                                          StageGate, StageStatus, UsageMetrics)
 from flowmasond.engine.control_flow import ControlFlowHandler
 from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
 from flowmasond.engine.models import PipelineConfig
