@@ -375,7 +375,8 @@ class ControlFlowHandler:
         output: dict[str, Any] = {"pipeline_id": decision["pipeline_id"], "run_id": child.run_id,
                                   "child_run_id": child.run_id, "execution_time_ms": elapsed_ms}
         if child.status is RunStatus.CANCELLED and timed_out():
-            message = f"child run {child.run_id} of '{decision['pipeline_id']}' passed timeout_ms ({input.timeout_ms} ms)"
+            message = (f"child run {child.run_id} of '{decision['pipeline_id']}' passed timeout_ms "
+                       f"({input.timeout_ms} ms)")
             return self._child_failed(stage, input, output, "timeout", message, ErrorType.TIMEOUT), []
         if child.status is RunStatus.CANCELLED:
             raise RunCancelledError("child run cancelled", run_id=run.run_id, child_run_id=child.run_id)

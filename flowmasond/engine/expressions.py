@@ -14,9 +14,9 @@ import datetime
 import json
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -37,7 +37,7 @@ class ExpressionError(ValueError):
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return datetime.datetime.now(datetime.UTC).isoformat()
 
 
 def _safe_range(*args: int) -> range:
@@ -104,7 +104,7 @@ _HYPHENATED_STAGE = re.compile(r"(?<![\w.])upstream\.([A-Za-z_]\w*(?:-\w+)+)")
 class Expression:
     """One compiled expression and the free names it reads."""
 
-    __slots__ = ("source", "names", "stages", "_fn")
+    __slots__ = ("_fn", "names", "source", "stages")
 
     def __init__(self, source: str) -> None:
         if len(source) > MAX_SOURCE_CHARS:

@@ -38,8 +38,8 @@ def normalise_stage(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(mapping, dict):
         # FlowMason's canonical name for the component's inputs; `config` is its legacy alias.
         del data["input_mapping"]
-        config = data.get("config")
-        data["config"] = {**mapping, **config} if isinstance(config, dict) else (config if "config" in data else mapping)
+        config = data.get("config", mapping)
+        data["config"] = {**mapping, **config} if isinstance(config, dict) else config
     handling = data.get("error_handling")
     if isinstance(handling, dict):
         del data["error_handling"]

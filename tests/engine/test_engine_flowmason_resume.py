@@ -32,11 +32,13 @@ async def test_filtered_foreach_resumes_over_the_same_items_with_the_same_counts
     items = [{"n": n, "fail": int(n == 3)} for n in range(1, 7)]
     definition = {"stages": [
         {"id": "loop", "component": "foreach",
-         "config": {"items": "{{input.items}}", "loop_stages": ["mark", "check"], "filter_expression": "item.n % 2 == 1"}},
+         "config": {"items": "{{input.items}}", "loop_stages": ["mark", "check"],
+                    "filter_expression": "item.n % 2 == 1"}},
         rec("mark", ledger, "{{context.loop_item.n}}"),
-        {"id": "check", "component": "fail", "depends_on": ["mark"], "config": {"fail_attempts": "{{context.item.fail}}"}},
+        {"id": "check", "component": "fail", "depends_on": ["mark"],
+         "config": {"fail_attempts": "{{context.item.fail}}"}},
     ]}
-    first, second = await _interrupted_then_resumed(run, definition, {"items": items})
+    _, second = await _interrupted_then_resumed(run, definition, {"items": items})
     assert second.status is RunStatus.SUCCEEDED, second.error
     assert ran(ledger) == ["loop/0/mark", "loop/1/mark", "loop/2/mark"]
     reference = await run(definition, {"items": [{**i, "fail": 0} for i in items]})
@@ -54,7 +56,7 @@ async def test_router_matched_value_is_the_committed_one_after_a_resume(run, led
         {"id": "boom", "component": "fail", "config": {"fail_attempts": 1}},
         rec("quiet", ledger, "low"),
     ]}
-    first, second = await _interrupted_then_resumed(run, definition, {"level": "HIGH"})
+    _, second = await _interrupted_then_resumed(run, definition, {"level": "HIGH"})
     assert second.status is RunStatus.SUCCEEDED, second.error
     out = second.results["route"].output
     assert (out["route_taken"], out["matched_value"], out["stages_to_execute"]) == ("high", "high", ["boom"])

@@ -8,8 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from daemon_support import DaemonProcess, _toml
 from flowmasond.engine.dag import DAGExecutor
@@ -18,7 +19,7 @@ from flowmasond.engine.interfaces import StageStatus
 from flowmasond.pipelines.loader import load_pipeline_dict
 from llm.fake_chat import FakeChatServer
 
-from .corpus_support import CORPUS, LocalApi
+from .corpus_support import CORPUS
 
 REGISTRY = ComponentRegistry.with_builtins()
 
@@ -166,5 +167,6 @@ def test_daemon_lists_warnings_and_runs_a_flowmason_file(daemon_factory: Callabl
     assert [e["pipeline_id"] for e in warned] == ["typo"]
     started = daemon.cli("run", "studio-content-review", "-i", "topic=queues", "--follow")
     assert started.returncode == 0, started.stdout + started.stderr + daemon.log()[-3000:]
-    hello = daemon.cli("run", "hello-expressions", "--input", json.dumps({"scores": [1, 2], "orders": [{"sku": "A", "qty": 1}]}), "--follow")
+    inputs = {"scores": [1, 2], "orders": [{"sku": "A", "qty": 1}]}
+    hello = daemon.cli("run", "hello-expressions", "--input", json.dumps(inputs), "--follow")
     assert hello.returncode == 0, hello.stdout + hello.stderr

@@ -44,7 +44,7 @@ def _matches(actual: Any, expected: Any) -> bool:
             _matches(actual[k], v) for k, v in expected.items())
     if isinstance(expected, list):
         return isinstance(actual, list) and len(actual) == len(expected) and all(
-            _matches(a, e) for a, e in zip(actual, expected))
+            _matches(a, e) for a, e in zip(actual, expected, strict=True))
     return actual == expected and type(actual) is type(expected)
 
 
@@ -95,7 +95,8 @@ async def test_studio_export_calls_each_llm_role_once_per_use(executor: DAGExecu
 
 async def test_webhooks_receive_the_router_payloads(executor: DAGExecutor, catalog: PipelineCatalog,
                                                     api: LocalApi) -> None:
-    """output_router posts its data once (disabled and email destinations send nothing); error_router posts the error."""
+    """output_router posts its data once (disabled and email destinations send nothing); error_router
+    posts the error."""
     first = await executor.execute(catalog.get("http-integrations"), {"api": api.url})
     assert first.status.value == "succeeded", first.error
     assert [hook["data"] for hook in api.hooks] == [{"user": "Ada"}]

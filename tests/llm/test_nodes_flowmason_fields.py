@@ -5,7 +5,8 @@ synthesizer key_themes."""
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from flowmasond.engine.interfaces import UsageMetrics
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import structlog
@@ -100,7 +101,8 @@ async def test_json_transform_defaults_fill_missing_fields(run_operator: RunOper
 async def test_json_transform_template_keys_are_output_fields(run_operator: RunOperator) -> None:
     """A template object renders over data; its keys are readable as fields of the output."""
     out = await run_operator("json_transform", {"data": {"id": 7, "tags": []},
-                                                "template": {"id": "{{data.id}}", "tag": "{{data.tags[0] if data.tags else 'none'}}",
+                                                "template": {"id": "{{data.id}}",
+                                                             "tag": "{{data.tags[0] if data.tags else 'none'}}",
                                                              "label": "item {{id}}"}})
     assert out.result == {"id": 7, "tag": "none", "label": "item 7"}
     assert (out.model_extra["id"], out.model_extra["tag"]) == (7, "none")
@@ -128,7 +130,7 @@ async def test_variable_set_extracts_a_path(run_operator: RunOperator) -> None:
 
 async def test_variable_set_bad_extract_path_fails(run_operator: RunOperator) -> None:
     """An extract_path that does not exist fails the stage naming it."""
-    with pytest.raises(ComponentError, match="extract_path '9.sku'"):
+    with pytest.raises(ComponentError, match=r"extract_path '9\.sku'"):
         await run_operator("variable_set", {"name": "x", "value": ORDERS, "extract_path": "9.sku"})
 
 

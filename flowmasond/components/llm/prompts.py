@@ -93,9 +93,10 @@ def selector_prompt(*, candidates: Sequence[Any], criteria: Sequence[str] | None
                     context: str | None, selection_mode: str = "best", top_n: int = 1,
                     explain_choice: bool = True) -> Prompt:
     """Ask for the 0-based index of the best candidate, the reason and a ranking, as JSON."""
-    task = {"best": "Choose the single best candidate.",
-            "top_n": f"Choose the best candidate and rank the {top_n} best.",
-            "rank_all": "Choose the best candidate and rank every candidate."}.get(selection_mode, "Choose the best candidate.")
+    tasks = {"best": "Choose the single best candidate.",
+             "top_n": f"Choose the best candidate and rank the {top_n} best.",
+             "rank_all": "Choose the best candidate and rank every candidate."}
+    task = tasks.get(selection_mode, tasks["best"])
     why = '"<why it is the best>"' if explain_choice else '""'
     system = (
         f"You are an expert judge. {task}\n\n"
