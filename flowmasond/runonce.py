@@ -66,10 +66,10 @@ def provider_configs(config_file: str | None,
     key) make one provider named ``openai``; ``OPENAI_MODEL`` picks its default model.
     """
     if config_file is not None:
-        config = load_config(config_file, env=dict(environ))
-        if config.providers:
-            configs = {name: ProviderConfig.model_validate(raw) for name, raw in config.providers.items()}
-            return configs, config.default_provider
+        daemon_config = load_config(config_file, env=dict(environ))
+        if daemon_config.providers:
+            configs = {name: ProviderConfig.model_validate(raw) for name, raw in daemon_config.providers.items()}
+            return configs, daemon_config.default_provider
     key, base_url = environ.get("OPENAI_API_KEY", "").strip(), environ.get("OPENAI_BASE_URL", "").strip()
     if not key and not base_url:
         return {}, None

@@ -121,6 +121,8 @@ class Expression:
         # Stage ids read as `upstream.<id>` or `upstream['<id>']`, so validation can check them.
         stages: set[str] = set()
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+            if not isinstance(node, (nodes.Getattr, nodes.Getitem)):
+                continue
             if isinstance(node.node, nodes.Name) and node.node.name == "upstream":
                 if isinstance(node, nodes.Getattr):
                     stages.add(node.attr)

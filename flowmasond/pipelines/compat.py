@@ -130,7 +130,8 @@ def resolve_extends(data: dict[str, Any], load_parent: Callable[[str], dict[str,
             merged[key] = _merge_schema(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
-    overrides = data.get("overrides") if isinstance(data.get("overrides"), dict) else {}
+    raw_overrides = data.get("overrides")
+    overrides: dict[str, Any] = raw_overrides if isinstance(raw_overrides, dict) else {}
     child_stages = [s for s in data.get("stages") or [] if isinstance(s, dict)]
     child_by_id = {s.get("id"): s for s in child_stages}
     stages: list[Any] = []
@@ -142,7 +143,7 @@ def resolve_extends(data: dict[str, Any], load_parent: Callable[[str], dict[str,
         if sid in child_by_id:
             stages.append(copy.deepcopy(child_by_id[sid]))
             continue
-        patch = overrides.get(sid)
+        patch = overrides.get(sid) if isinstance(sid, str) else None
         stages.append(_deep_merge(stage, patch) if isinstance(patch, dict) else copy.deepcopy(stage))
     parent_ids = {s.get("id") for s in parent.get("stages") or [] if isinstance(s, dict)}
     stages.extend(copy.deepcopy(s) for s in child_stages if s.get("id") not in parent_ids)
@@ -154,7 +155,8 @@ def resolve_extends(data: dict[str, Any], load_parent: Callable[[str], dict[str,
 
 def unknown_override_targets(data: dict[str, Any], merged: dict[str, Any]) -> list[str]:
     """``overrides`` keys that name no inherited stage (they would silently do nothing)."""
-    overrides = data.get("overrides") if isinstance(data.get("overrides"), dict) else {}
+    raw_overrides = data.get("overrides")
+    overrides: dict[str, Any] = raw_overrides if isinstance(raw_overrides, dict) else {}
     ids = {s.get("id") for s in merged.get("stages") or [] if isinstance(s, dict)}
     return [key for key in overrides if key not in ids]
 

@@ -310,9 +310,9 @@ class _Validator:
                           f"context, <stage>.output and functions such as now(), len())"
                           f"{did_you_mean(name, sorted(known), 'names')}", stage=stage.id, field=field)
             assert ref.expression is not None
-            for target in sorted(ref.expression.stages - self.ids):
-                self._add(f"{ref.text} names unknown stage '{target}'"
-                          f"{did_you_mean(target, sorted(self.ids), 'stages')}", stage=stage.id, field=field)
+            for missing in sorted(ref.expression.stages - self.ids):
+                self._add(f"{ref.text} names unknown stage '{missing}'"
+                          f"{did_you_mean(missing, sorted(self.ids), 'stages')}", stage=stage.id, field=field)
             return
         if ref.kind == "invalid":
             hint = ""
