@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipes.add_argument("pipeline", nargs="?", metavar="ID")
     val = with_json(sub.add_parser("validate", help="validate pipeline files (no daemon needed)"))
     val.add_argument("files", nargs="+")
+    val.add_argument("--strict", action="store_true",
+                     help="keys unknown to both FlowMason and flowmasond are errors, not warnings")
     with_json(sub.add_parser("status", help="the daemon's status"))
     schedules = with_json(sub.add_parser("schedules", help="cron schedules: next and last fire, last run's status, "
                                                            "paused; --next N ID lists a schedule's next N fires"))
@@ -326,10 +328,11 @@ def cmd_pipelines(client: Client, args: argparse.Namespace) -> int:
         schedules = ", ".join(s["id"] for s in p.get("schedules") or [])
         print(f"{p['pipeline_id']:24} {state:8} {p.get('stage_count') or '-':>4} stages  {p.get('path')}"
               + (f"  schedules: {schedules}" if schedules else ""))
-        for issue in ((p.get("error") or {}).get("issues") or []):
+        for issue in [*((p.get("error") or {}).get("issues") or []), *(p.get("warnings") or [])]:
             where = ", ".join(x for x in (f"stage '{issue['stage']}'" if issue.get("stage") else "",
                                           f"field '{issue['field']}'" if issue.get("field") else "") if x)
-            print(f"    {issue.get('file') or p.get('path')}: {where + ': ' if where else ''}{issue['message']}")
+            tag = "warning: " if issue.get("severity") == "warning" else ""
+            print(f"    {issue.get('file') or p.get('path')}: {tag}{where + ': ' if where else ''}{issue['message']}")
     return 0
 
 
@@ -424,7 +427,8 @@ def _validate(args: argparse.Namespace) -> int:
     except ImportError:
         print("flowmason validate: the flowmasond package is not installed here", file=sys.stderr)
         return EXIT_FAILED
-    return validate_main([*args.files, *(["--json"] if args.json else [])])
+    return validate_main([*args.files, *(["--json"] if args.json else []),
+                          *(["--strict"] if args.strict else [])])
 
 
 COMMANDS = {

@@ -413,6 +413,8 @@ class PipelineInfo(Result):
     valid: bool = True
     error: dict[str, Any] | None = None
     definition_hash: str | None = None
+    # Keys unknown to FlowMason and flowmasond, dropped when the version in force loaded.
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class PipelineListResult(Result):
@@ -433,6 +435,7 @@ class PipelineValidateResult(Result):
     valid: bool
     pipeline_id: str | None = None
     issues: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[dict[str, Any]] = Field(default_factory=list)  # keys unknown to FlowMason and us
 
 
 Timestamp = float | str | None

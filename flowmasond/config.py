@@ -103,6 +103,8 @@ class DaemonConfig(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     hot_reload: bool = True
+    # Pipeline keys unknown to both FlowMason and flowmasond are errors (else dropped with a warning).
+    strict: bool = False
     journal: JournalConfig = Field(default_factory=JournalConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     # Daemon environment variables pipelines may see (shell-style patterns): `{{env.X}}` resolves

@@ -98,7 +98,8 @@ class Daemon:
                 registry.register_module(module)
 
             self.catalog = PipelineCatalog(registry, config.pipeline_dirs, limits=FileLimits(
-                max_bytes=config.limits.max_pipeline_file_bytes, max_depth=config.limits.max_json_depth))
+                max_bytes=config.limits.max_pipeline_file_bytes, max_depth=config.limits.max_json_depth),
+                strict=config.strict)
             self.catalog.load_all()
 
             services = await self._services(stack)

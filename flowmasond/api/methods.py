@@ -34,9 +34,8 @@ from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.framing import RpcError
 from flowmasond.api.peercred import PeerInfo
 from flowmasond.engine.interfaces import ErrorType, RunStatus
-from flowmasond.errors import (LimitExceededError, PermissionDeniedError, PipelineValidationError, StageError,
-                               StartingError)
-from flowmasond.pipelines.loader import FileLimits, load_pipeline_dict, load_pipeline_file, value_depth
+from flowmasond.errors import LimitExceededError, PermissionDeniedError, StageError, StartingError
+from flowmasond.pipelines.loader import FileLimits, check_pipeline_dict, check_pipeline_file, value_depth
 from flowmasond.runs import event_dict
 from flowmasond.pipelines.dag_text import dag_rows
 from flowmasond.scheduling.entries import ScheduleNotFoundError
@@ -198,6 +197,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             "path": str(entry.path), "stage_count": len(p.stages),
             "schedules": [s.model_dump(mode="json") for s in p.schedules],
             "valid": not entry.issues, "definition_hash": p.content_hash(),
+            "warnings": [i.to_dict() for i in entry.warnings],
             "error": {"message": "the file on disk is invalid; the last good version is in force",
                       "issues": [i.to_dict() for i in entry.issues]} if entry.issues else None,
         }
@@ -222,18 +222,16 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             # The daemon may run as root: reading an arbitrary path for any peer would leak files.
             raise PermissionDeniedError("validating a file by path needs a privileged peer; send the definition "
                                         "inline instead", uid=peer.uid, path=params.path)
-        try:
-            if params.path is not None:
-                pipeline = load_pipeline_file(Path(params.path), catalog.registry, file_limits)
-            else:
-                pipeline = load_pipeline_dict(dict(params.definition or {}), catalog.registry, source="<request>",
-                                              limits=file_limits)
-        except PipelineValidationError as exc:
-            return {"valid": False, "issues": [i.to_dict() for i in exc.issues]}
-        except OSError as exc:
-            return {"valid": False, "issues": [{"file": params.path, "stage": None, "field": None,
-                                                "message": f"cannot read: {exc.strerror or exc}"}]}
-        return {"valid": True, "pipeline_id": pipeline.id, "issues": []}
+        if params.path is not None:
+            check = check_pipeline_file(Path(params.path), catalog.registry, file_limits, strict=catalog.strict)
+        else:
+            check = check_pipeline_dict(dict(params.definition or {}), catalog.registry, "<request>", file_limits,
+                                        strict=catalog.strict)
+        warnings = [i.to_dict() for i in check.warnings]
+        if not check.ok:
+            return {"valid": False, "issues": [i.to_dict() for i in check.issues], "warnings": warnings}
+        assert check.config is not None
+        return {"valid": True, "pipeline_id": check.config.id, "issues": [], "warnings": warnings}
 
     async def runs_start(params: RunStartParams, peer: PeerInfo) -> dict[str, Any]:
         depth = value_depth(params.inputs, limits.max_json_depth)

@@ -31,13 +31,14 @@ from flowmasond.engine.interfaces import (ChildRunner, ComponentResult, Composit
                                           StageGate, StageStatus, UsageMetrics)
 from flowmasond.engine.control_flow import ControlFlowHandler
 from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
-from flowmasond.engine.models import PipelineConfig
+from flowmasond.engine.models import PipelineConfig, RetryConfig
 from flowmasond.engine.plan import ExecutionPlan, Group
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.engine.templates import TemplateScope, resolve
 from flowmasond.errors import (
     FlowmasonError,
     JournalError,
+    PipelineError,
     PipelineNotFoundError,
     RetryExhaustedError,
     RunCancelledError,
@@ -81,8 +82,11 @@ class Frame:
     variables: Mapping[str, Any]
     # Failures here were chosen to be lived with (foreach without break_on_error): never retried.
     failures_handled: bool = False
-    # Extra records committed in the same transaction as a failed result (trycatch's phase change).
-    on_failure: Callable[[str, ComponentResult], list[Record]] | None = None
+    # Extra records committed in the same transaction as a failed result (trycatch's phase change);
+    # None from the callback means the failure is not handled here (a trycatch's catch_error_types).
+    on_failure: Callable[[str, ComponentResult], list[Record] | None] | None = None
+    # The retry policy of leaf stages without a retry_config of their own (trycatch max_retries).
+    retry_default: RetryConfig | None = None
 
 
 @dataclass(slots=True)
@@ -196,7 +200,7 @@ class DAGExecutor:
             depth=depth, logger=log.bind(run_id=run_id, pipeline_id=pipeline.id),
             slots=asyncio.Semaphore(self.max_concurrency) if self.max_concurrency > 0 else None,
         )
-        run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id}
+        run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_version": pipeline.version}
         for path, decision in run.decisions.items():
             if decision.get("type") == "return" and decision.get("returned"):
                 run.returned, run.return_value = True, decision.get("value")
@@ -212,6 +216,9 @@ class DAGExecutor:
         pipeline = run.pipeline
         outcome = RunOutcome(run_id=run.run_id, pipeline_id=pipeline.id, status=RunStatus.RUNNING)
         try:
+            if pipeline.abstract:
+                raise PipelineError(f"pipeline '{pipeline.id}' is abstract (a base for pipelines that "
+                                    "extend it); run one of those instead", pipeline=pipeline.id)
             _check_schema(pipeline.input_schema, run.inputs, "input", pipeline.id)
             top = Frame(prefix="", upstream=run.upstream, variables={})
             scope = await self.run_group(run, run.plan.top, top)
@@ -300,6 +307,9 @@ class DAGExecutor:
                     if restored is not None:
                         self._restore(run, member, path, restored, frame)
                         complete(member, restored)
+                        continue
+                    if not run.plan.stages[member].enabled:
+                        complete(member, await self._skip(run, member, path, frame, "disabled (enabled: false)"))
                         continue
                     declared = group.declared[member]
                     if declared and all(_skipped(run.committed.get(frame.prefix + rel)) for rel in declared):
@@ -390,7 +400,7 @@ class DAGExecutor:
         tasks.clear()
 
     def _restore(self, run: ExecutingRun, member: str, path: str, result: ComponentResult, frame: Frame) -> None:
-        frame.upstream[member] = result.output if result.status is StageStatus.SUCCESS else None
+        frame.upstream[member] = _visible_output(run.plan.stages[member], result)
         if run.plan.meta[member].kind == "control_flow":
             for child_path, child in run.plan.flat_descendants(member, frame.prefix):
                 child_result = run.committed.get(child_path)
@@ -424,7 +434,8 @@ class DAGExecutor:
         extra: list[Record] = []
         try:
             config = resolve(stage.config, self.template_scope(run, member, path, frame), stage=member,
-                             shell=getattr(meta.input_model, "shell_templates", None)) if stage.config else {}
+                             shell=getattr(meta.input_model, "shell_templates", None),
+                             defer=meta.deferred_template_roots) if stage.config else {}
             input_model = meta.input_model.model_validate(config)
         except TemplateError as exc:
             result = _config_failure(stage, ErrorType.CONFIGURATION, str(exc))
@@ -443,13 +454,15 @@ class DAGExecutor:
             if stage.on_error == "continue" or frame.failures_handled:
                 handled = True
             elif frame.on_failure is not None:
-                extra = [*extra, *frame.on_failure(path, result)]
-                handled = True
+                records = frame.on_failure(path, result)
+                if records is not None:
+                    extra = [*extra, *records]
+                    handled = True
             if handled:
                 result.handled = True
         await run.store.commit([Record.of_result(path, result), *extra] if extra else [Record.of_result(path, result)])
         run.committed[path] = result
-        frame.upstream[member] = result.output if result.status is StageStatus.SUCCESS else None
+        frame.upstream[member] = _visible_output(stage, result)
         if self.hooks is not None:
             await self.hooks.on_stage_complete(run.run_id, path, stage, result)
         return result
@@ -463,6 +476,8 @@ class DAGExecutor:
                 "safe to repeat; resume with force to run it again", stage=stage.id, path=path,
                 attempt=attempt_base, run_id=run.run_id)
         instance = self.registry.instance(stage.component_type)
+        if frame.retry_default is not None and stage.retry_config is None:
+            stage = stage.model_copy(update={"retry_config": frame.retry_default})
         semaphore = run.slots
         if semaphore is None:
             return await self.executor.execute(
@@ -479,10 +494,20 @@ class DAGExecutor:
 
     # -- subpipelines ------------------------------------------------------------------------------
     async def _run_child_in_memory(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
-                                   inputs: dict[str, Any]) -> RunOutcome:
+                                   inputs: dict[str, Any], *,
+                                   cancellation: CancellationToken | None = None) -> RunOutcome:
         pipeline = self.lookup_pipeline(pipeline_id)
-        return await self.execute(pipeline, inputs, run_id=child_run_id, cancellation=parent.cancellation,
-                                  depth=parent.depth + 1)
+        return await self.execute(pipeline, inputs, run_id=child_run_id,
+                                  cancellation=cancellation or parent.cancellation, depth=parent.depth + 1)
+
+
+def _visible_output(stage: Any, result: ComponentResult) -> Any:
+    """What dependents read: the output, or a failed-and-continued stage's ``fallback_output``."""
+    if result.status is StageStatus.SUCCESS:
+        return result.output
+    if result.status is StageStatus.FAILED and result.handled and stage.on_error == "continue":
+        return stage.fallback_output
+    return None
 
 
 def _skipped(result: ComponentResult | None) -> bool:

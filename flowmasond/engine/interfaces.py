@@ -27,6 +27,7 @@ import structlog
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from flowmasond.engine.cancellation import CancellationToken
     from flowmasond.engine.context import ExecutionContext
     from flowmasond.engine.dag import ExecutingRun, RunOutcome
     from flowmasond.engine.models import PipelineConfig, StageConfig
@@ -382,7 +383,7 @@ class ChildRunner(Protocol):
     """Runs (or resumes) a subpipeline's child run; the daemon supplies a journaled one."""
 
     async def __call__(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
-                       inputs: dict[str, Any]) -> RunOutcome: ...
+                       inputs: dict[str, Any], *, cancellation: CancellationToken | None = None) -> RunOutcome: ...
 
 
 class StageGate(Protocol):
