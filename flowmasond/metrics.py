@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from flowmasond.config import parse_listen
-from flowmasond.engine.hooks import ExecutionHooks
+from flowmasond.engine.interfaces import ExecutionHooks
 from flowmasond.engine.interfaces import RunStatus
 from flowmasond.errors import ConfigurationError, FlowmasonError
 

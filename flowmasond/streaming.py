@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from collections.abc import AsyncIterator, Iterator
 
-from flowmasond.engine.hooks import ExecutionHooks
+from flowmasond.engine.interfaces import ExecutionHooks
 
 if TYPE_CHECKING:
     from flowmasond.engine.models import StageConfig

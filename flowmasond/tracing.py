@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from flowmasond.engine.hooks import ExecutionHooks
+from flowmasond.engine.interfaces import ExecutionHooks
 from flowmasond.engine.interfaces import RunStatus, StageStatus
 from flowmasond.errors import ConfigurationError
 
