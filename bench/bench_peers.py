@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import sqlite3
 import statistics
@@ -26,7 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TypedDict
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
@@ -110,7 +112,7 @@ def langgraph_runner(directory: Path, steps: int) -> Callable[[int], float] | st
     for name in names:
         graph.add_node(name, lambda state: {"i": state["i"] + 1})
     graph.add_edge(START, names[0])
-    for a, b in zip(names, names[1:]):
+    for a, b in itertools.pairwise(names):
         graph.add_edge(a, b)
     graph.add_edge(names[-1], END)
     app = graph.compile(checkpointer=saver)
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {aim.name}: not measured ({runners[name]})")
             continue
         # A higher ratio is better: PASS when the peer is at least `limit` times slower.
-        ratio = statistics.median(p / f for p, f in zip(samples[name], fm))
+        ratio = statistics.median(p / f for p, f in zip(samples[name], fm, strict=True))
         verdict = "PASS" if ratio >= aim.limit else "MISS"
         print(f"  {aim.name}: {ratio:.2f}x (aim >= {aim.limit:g}x) {verdict}")
     return 0
