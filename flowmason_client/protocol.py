@@ -371,6 +371,8 @@ class HealthResult(Result):
     status: str = "ok"
     version: str | None = None
     uptime_s: float | None = None
+    uid: int | None = None  # the caller's uid as the daemon saw it
+    can_mutate: bool | None = None  # whether that uid may call mutating methods (None: older daemon)
 
 
 class VersionResult(Result):

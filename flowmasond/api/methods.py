@@ -32,6 +32,7 @@ from flowmason_client.protocol import (
 from flowmasond import __version__
 from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.framing import RpcError
+from flowmasond.api.graph import run_graph
 from flowmasond.api.peercred import PeerInfo
 from flowmasond.engine.interfaces import ErrorType, RunStatus
 from flowmasond.errors import LimitExceededError, PermissionDeniedError, StageError, StartingError
@@ -39,6 +40,7 @@ from flowmasond.pipelines.loader import FileLimits, check_pipeline_dict, check_p
 from flowmasond.runs import event_dict
 from flowmasond.pipelines.dag_text import dag_rows
 from flowmasond.scheduling.entries import ScheduleNotFoundError
+from flowmasond.streaming import TOKEN_KIND, with_tokens
 
 if TYPE_CHECKING:
     from flowmasond.daemon import Daemon
@@ -98,6 +100,7 @@ def stage_rows(snapshot: Any, pipeline: Any, run_status: RunStatus) -> list[dict
             "handled": result.handled, "started_at": result.started_at, "finished_at": result.finished_at,
             "duration_ms": max(result.finished_at - result.started_at, 0.0) * 1000.0,
             "usage": result.usage.to_dict(), "output": result.output,
+            "trace_id": result.trace_id, "span_id": result.span_id,
         })
     for path, attempt in snapshot.attempts.items():
         if path not in seen:
@@ -166,7 +169,9 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     async def health(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
         state = "stopping" if daemon.stopping else ("ok" if daemon.ready else "starting")
         return {"status": state, "version": __version__,
-                "uptime_s": time.monotonic() - daemon.started_monotonic}
+                "uptime_s": time.monotonic() - daemon.started_monotonic,
+                # What the caller's uid may do, so that a viewer shows only the actions it may take.
+                "uid": peer.uid, "can_mutate": peer.privileged}
 
     async def version(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
         return {"version": __version__, "protocol_version": PROTOCOL_VERSION,
@@ -295,6 +300,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             reused = {p for e in first if e.kind == "run.forked" for p in (e.data or {}).get("reused", [])}
             for stage in info["stages"]:
                 stage["reused"] = stage["path"] in reused
+        info["graph"] = run_graph(pipeline)
         return info
 
     async def runs_output(params: RunOutputParams, peer: PeerInfo) -> dict[str, Any]:
@@ -311,8 +317,12 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     async def runs_events(params: RunEventsParams, peer: PeerInfo) -> AsyncIterator[Any]:
         last = params.after_id or 0
         if params.follow:
-            async for event in manager.follow(params.run_id, after_id=last, follow=True):
-                last = max(last, int(event["id"]))
+            # Streamed LLM tokens ride along, as non-durable events (they do not move last_id).
+            source = with_tokens(manager.follow(params.run_id, after_id=last, follow=True), daemon.tokens,
+                                 params.run_id, after_id=last)
+            async for event in source:
+                if event["kind"] != TOKEN_KIND:
+                    last = max(last, int(event["id"]))
                 yield event
             yield StreamResult({"events": [], "last_id": last, "more": False,
                                 "run": run_view(await _row(params.run_id))})

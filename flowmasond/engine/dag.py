@@ -460,6 +460,9 @@ class DAGExecutor:
                     handled = True
             if handled:
                 result.handled = True
+        span_ids = self.services.get("span_ids")  # the daemon's tracer: journaled with the result
+        if span_ids is not None:
+            result.trace_id, result.span_id = span_ids(run.run_id, path)
         await run.store.commit([Record.of_result(path, result), *extra] if extra else [Record.of_result(path, result)])
         run.committed[path] = result
         frame.upstream[member] = _visible_output(stage, result)

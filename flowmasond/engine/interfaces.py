@@ -168,6 +168,9 @@ class ComponentResult:
     # A failure the pipeline chose to live with (on_error=continue, a foreach that does not break,
     # a trycatch that caught it). Unhandled failures are retried when a failed run is resumed.
     handled: bool = False
+    # The W3C trace (the run's) and span (this execution's) ids, hex; None when nothing traced it.
+    trace_id: str | None = None
+    span_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -189,6 +192,8 @@ class ComponentResult:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "handled": self.handled,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
         }
 
     @classmethod
@@ -205,6 +210,8 @@ class ComponentResult:
             started_at=float(data.get("started_at") or 0.0),
             finished_at=float(data.get("finished_at") or 0.0),
             handled=bool(data.get("handled")),
+            trace_id=data.get("trace_id"),
+            span_id=data.get("span_id"),
         )
 
     @classmethod

@@ -4,7 +4,8 @@ Each makes one provider call per attempt. The provider comes from ``context.serv
 (a ``ProviderRegistry``) by the stage's ``provider`` (None: the executor's ``default_provider``
 service, else the registry's default). Settings resolve as stage ``llm_settings`` > the node's own
 config fields > the provider's defaults > the node's role default. Usage is handed to ``context.services["usage_sink"]`` as soon as the provider answers, so
-tokens billed for an answer that then fails to parse are still counted.
+tokens billed for an answer that then fails to parse are still counted. A streaming provider's
+pieces of the answer go to ``context.services["token_sink"]`` (the daemon's non-durable feed).
 """
 
 from __future__ import annotations
@@ -114,8 +115,13 @@ async def complete(context: ExecutionContext, prompt: Prompt, *, role_temperatur
         stop=tuple(stop) if stop else None,
         top_p=settings.top_p,
     )
+    tokens = context.services.get("token_sink")
+    on_token = None
+    if tokens is not None:
+        def on_token(text: str) -> None:
+            tokens(context.run_id, context.stage_path, context.attempt, text)
     try:
-        response = await provider.complete(request)
+        response = await provider.complete(request, on_token=on_token)
     except ComponentError as exc:
         exc.context.setdefault("stage", context.stage_path)
         raise

@@ -109,6 +109,10 @@ class HttpRequest:
             json_body = input.body
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = context.idempotency_key
+        trace = context.services.get("traceparent")
+        parent = trace(context.run_id, context.stage_path) if trace is not None else None
+        if parent and not any(name.lower() == "traceparent" for name in headers):
+            headers["traceparent"] = parent  # W3C trace context: the callee's spans join the run's trace
         where = {"stage": context.stage_path, "method": input.method, "url": input.url}
         started = time.monotonic()
         try:
