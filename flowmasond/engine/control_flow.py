@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import ChainMap
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.expressions import ExpressionError, truthy
@@ -63,7 +64,7 @@ class ControlFlowHandler:
                      on_failure=changes.get("on_failure"),
                      retry_default=changes.get("retry_default", frame.retry_default))
 
-    def _expression(self, run: RunState, stage: StageConfig, path: str, frame: Frame, source: str,
+    def _expression(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame, source: str,
                     extra: dict[str, Any]) -> Any:
         """A FlowMason expression field evaluated in the stage's template scope (sandboxed)."""
         scope = self.engine.template_scope(run, stage.id, path, frame)
@@ -238,9 +239,9 @@ class ControlFlowHandler:
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for task in sorted(done, key=lambda t: running[t]):
                         index = running.pop(task)
-                        exc = task.exception()
-                        if exc is not None:
-                            raise exc
+                        error = task.exception()
+                        if error is not None:
+                            raise error
                         record(index, task.result())
             finally:
                 for task in running:
@@ -396,7 +397,7 @@ class ControlFlowHandler:
         result.usage = child.usage
         return result, []
 
-    def _child_token(self, run: RunState, timeout_ms: int | None) -> tuple[CancellationToken, Callable[[], bool],
+    def _child_token(self, run: ExecutingRun, timeout_ms: int | None) -> tuple[CancellationToken, Callable[[], bool],
                                                                              Callable[[], None]]:
         """The child's cancellation: the parent's, or with timeout_ms a linked token cancelled on time."""
         if timeout_ms is None:

@@ -131,7 +131,8 @@ async def test_foreach_sequential_runs_items_in_order(run, ledger: str) -> None:
     assert ran(ledger) == ["loop/0/body", "loop/1/body", "loop/2/body"]
     assert {k: outcome.output[k] for k in ("results", "errors", "count")} == {
         "results": ["a-0", "b-1", "c-2"], "errors": [], "count": 3}
-    assert (outcome.output["total_items"], outcome.output["processed_items"], outcome.output["is_complete"]) == (3, 3, True)
+    assert {k: outcome.output[k] for k in ("total_items", "processed_items", "is_complete")} == {
+        "total_items": 3, "processed_items": 3, "is_complete": True}
 
 
 async def test_foreach_parallel_respects_max_parallel(run) -> None:

@@ -104,7 +104,8 @@ def test_undeclared_config_key(write_pipeline, registry):
 
 def test_undeclared_config_key_with_template_value(write_pipeline, registry):
     """An undeclared key is reported even when its value is a template."""
-    check = _warnings(write_pipeline, registry, pipeline(stage("a", "fetch_rows", config={"url": "x", "uri": "{{input.u}}"})))
+    config = {"url": "x", "uri": "{{input.u}}"}
+    check = _warnings(write_pipeline, registry, pipeline(stage("a", "fetch_rows", config=config)))
     [issue] = check.warnings
     assert (issue.stage, issue.field) == ("a", "config.uri")
 
