@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from flowmason_client.inputs import parse_inputs
 from flowmasond.components.llm.providers import ProviderConfig, build_providers
-from flowmasond.config import load_config
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.dag import DAGExecutor, RunOutcome
 from flowmasond.engine.interfaces import ComponentResult, ExecutionHooks, RunStatus, StageStatus
@@ -66,6 +65,10 @@ def provider_configs(config_file: str | None,
     key) make one provider named ``openai``; ``OPENAI_MODEL`` picks its default model.
     """
     if config_file is not None:
+        # Imported here: the configuration module (tomllib, its models) costs a cold run-once without
+        # --config tens of milliseconds (issue 15's cold-start aim).
+        from flowmasond.config import load_config
+
         daemon_config = load_config(config_file, env=dict(environ))
         if daemon_config.providers:
             configs = {name: ProviderConfig.model_validate(raw) for name, raw in daemon_config.providers.items()}
