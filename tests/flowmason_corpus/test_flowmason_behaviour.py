@@ -170,3 +170,16 @@ def test_daemon_lists_warnings_and_runs_a_flowmason_file(daemon_factory: Callabl
     inputs = {"scores": [1, 2], "orders": [{"sku": "A", "qty": 1}]}
     hello = daemon.cli("run", "hello-expressions", "--input", json.dumps(inputs), "--follow")
     assert hello.returncode == 0, hello.stdout + hello.stderr
+
+
+def test_pipelines_show_lists_a_dropped_key_as_a_warning(daemon_factory: Callable[..., DaemonProcess],
+                                                       pipelines_dir: Path):
+    """`flowmason pipelines show ID` prints the keys dropped on load, as `pipelines` does."""
+    typo = json.loads((CORPUS / "hello-expressions.pipeline.json").read_text())
+    typo["id"], typo["descripton"] = "typo", "misspelt"
+    (pipelines_dir / "typo.pipeline.json").write_text(json.dumps(typo))
+    daemon = daemon_factory().start()
+    shown = daemon.cli("pipelines", "show", "typo")
+    assert shown.returncode == 0, shown.stderr
+    assert "warning   field 'descripton': unknown top-level key 'descripton' is ignored (did you mean " \
+           "'description'?)" in shown.stdout
