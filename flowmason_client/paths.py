@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 SOCKET_ENV = "FLOWMASON_SOCKET"
 SOCKET_NAME = "flowmasond.sock"

@@ -14,7 +14,8 @@ EX_CONFIG = 78  # the configuration is invalid; restarting cannot fix it
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowmasond", description="Durable pipeline orchestrator daemon. Without a command it runs the daemon.")
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration (default /etc/flowmason/flowmasond.toml if present)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML configuration (default /etc/flowmason/flowmasond.toml if present)")
     parser.add_argument("--state-dir", metavar="DIR", help="where the journal lives")
     parser.add_argument("--socket", metavar="PATH", help="control socket path")
     parser.add_argument("--pipelines", action="append", metavar="DIR", help="pipeline folder; repeatable")

@@ -40,7 +40,8 @@ class ConsoleReporter(ExecutionHooks):
         else:
             kind = result.error_type.value if result.error_type else "ERROR"
             tag = "failed (continued)" if result.handled else "FAILED"
-            line = f"  {tag} {path} ({stage.component_type}) [{kind}] after {result.attempts} attempt(s): {result.error}"
+            line = (f"  {tag} {path} ({stage.component_type}) [{kind}] "
+                    f"after {result.attempts} attempt(s): {result.error}")
         print(line, file=self.out, flush=True)
 
     async def on_stage_skipped(self, run_id: str, path: str, stage: StageConfig, reason: str) -> None:

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 
@@ -107,7 +108,8 @@ def definition_diff(old: PipelineConfig, new: PipelineConfig) -> list[dict[str, 
         elif sid not in before:
             diff.append({"stage": sid, "change": "added"})
         elif before[sid] != after[sid]:
-            fields = sorted(k for k in before[sid].keys() | after[sid].keys() if before[sid].get(k) != after[sid].get(k))
+            keys = before[sid].keys() | after[sid].keys()
+            fields = sorted(k for k in keys if before[sid].get(k) != after[sid].get(k))
             diff.append({"stage": sid, "change": "modified", "fields": fields})
     top_old = old.model_dump(mode="json", exclude={"stages"})
     top_new = new.model_dump(mode="json", exclude={"stages"})
@@ -256,7 +258,8 @@ class RunManager:
             if current is not None:
                 current.uncancel()
             try:
-                await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED, expected=(*ACTIVE, RunStatus.PAUSED), error={
+                await self.journal.set_run_status(
+                    run_id, RunStatus.INTERRUPTED, expected=(*ACTIVE, RunStatus.PAUSED), error={
                     "code": "daemon_stopped", "message": "the daemon was stopped at once while this run was executing"})
                 bound.info("run_finished", status=RunStatus.INTERRUPTED.value, error="stopped at once")
             except Exception:  # noqa: BLE001 - left 'running': recovered on the next start
@@ -268,7 +271,8 @@ class RunManager:
         except Exception:  # noqa: BLE001 - a run must never take the daemon down
             bound.exception("run_crashed")
             try:
-                await self.journal.set_run_status(run_id, RunStatus.FAILED, expected=(*ACTIVE, RunStatus.PAUSED), error={
+                await self.journal.set_run_status(
+                    run_id, RunStatus.FAILED, expected=(*ACTIVE, RunStatus.PAUSED), error={
                     "code": "internal_error", "message": "internal error in flowmasond; see the daemon log"})
             except Exception:  # noqa: BLE001
                 bound.exception("run_status_not_journaled")

@@ -14,7 +14,7 @@ import os
 import socket
 import stat
 import time
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 # Everything systemd hands the service for these protocols; removed once read.
 NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",

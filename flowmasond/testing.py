@@ -28,7 +28,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Mapping
 
 from pydantic import Field
 
@@ -41,8 +42,14 @@ from flowmasond.engine.registry import ComponentInput, ComponentOutput, Componen
 from flowmasond.errors import ComponentError
 
 __all__ = [
-    "Event", "EventRecorder", "build_registry", "pipeline", "run_pipeline", "read_ledger",
-    "max_in_flight", "reset",
+    "Event",
+    "EventRecorder",
+    "build_registry",
+    "max_in_flight",
+    "pipeline",
+    "read_ledger",
+    "reset",
+    "run_pipeline",
 ]
 
 # Pipelines written in tests rarely care about their id.

@@ -10,7 +10,8 @@ A result may be a dict, a list, a scalar or a pydantic model (dumped in JSON mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Union
+from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from pydantic import BaseModel
 
@@ -34,7 +35,7 @@ class MethodEntry:
     """One registered method."""
 
     name: str
-    handler: Union[Handler, StreamHandler]
+    handler: Handler | StreamHandler
     params_model: type[BaseModel]
     mutating: bool  # refused unless the peer is privileged (root, daemon uid, allow list)
     stream: bool  # the handler is an async generator of notifications + StreamResult
@@ -47,7 +48,7 @@ class Dispatcher:
     def __init__(self) -> None:
         self._methods: dict[str, MethodEntry] = {}
 
-    def register(self, name: str, handler: Union[Handler, StreamHandler],
+    def register(self, name: str, handler: Handler | StreamHandler,
                  params_model: type[BaseModel] = EmptyParams, *, mutating: bool,
                  stream: bool = False, notification: str = EVENT_NOTIFICATION) -> None:
         """Add a method; a name from the protocol's table must keep its declared access and kind."""

@@ -6,9 +6,10 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
+from collections.abc import Iterable
 
-from flowmasond.errors import FlowmasonError, PermissionDeniedError
+from flowmasond.errors import PermissionDeniedError
 
 # struct ucred { pid_t pid; uid_t uid; gid_t gid; } on Linux.
 _UCRED = struct.Struct("3i")

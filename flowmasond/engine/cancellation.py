@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 
 class CancellationToken:
@@ -13,7 +13,7 @@ class CancellationToken:
     cancelled (a shell stage's process group gets SIGTERM, then SIGKILL).
     """
 
-    __slots__ = ("_event", "reason", "grace_s", "_callbacks")
+    __slots__ = ("_callbacks", "_event", "grace_s", "reason")
 
     def __init__(self, grace_s: float = 5.0) -> None:
         self._event = asyncio.Event()

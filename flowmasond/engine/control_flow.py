@@ -17,7 +17,7 @@ from flowmasond.engine.expressions import ExpressionError, truthy
 from flowmasond.engine.interfaces import ComponentResult, ErrorType, Record, RunStatus, StageStatus
 from flowmasond.engine.models import RetryConfig
 from flowmasond.engine.templates import evaluate_expression
-from flowmasond.errors import PipelineNotFoundError, RunCancelledError, StageError, UnsafeToRepeatError
+from flowmasond.errors import PipelineNotFoundError, RunCancelledError, UnsafeToRepeatError
 
 if TYPE_CHECKING:
     from flowmasond.engine.dag import DAGExecutor, Frame, ExecutingRun, ScopeOutcome
@@ -349,8 +349,8 @@ class ControlFlowHandler:
         from flowmasond.engine.dag import MAX_SUBPIPELINE_DEPTH, new_run_id
 
         if run.depth >= MAX_SUBPIPELINE_DEPTH:
-            return _plain_failure(stage, ErrorType.CONFIGURATION,
-                                  f"subpipeline nesting deeper than {MAX_SUBPIPELINE_DEPTH} (a pipeline calling itself?)"), []
+            too_deep = f"subpipeline nesting deeper than {MAX_SUBPIPELINE_DEPTH} (a pipeline calling itself?)"
+            return _plain_failure(stage, ErrorType.CONFIGURATION, too_deep), []
         decision = run.decisions.get(path)
         if decision is None:
             if input.pipeline_version is not None:

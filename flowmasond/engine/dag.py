@@ -17,9 +17,9 @@ import heapq
 import os
 import time
 import uuid
-from collections import ChainMap
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping
 
 import structlog
 from pydantic import ValidationError
@@ -201,7 +201,7 @@ class DAGExecutor:
             slots=asyncio.Semaphore(self.max_concurrency) if self.max_concurrency > 0 else None,
         )
         run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_version": pipeline.version}
-        for path, decision in run.decisions.items():
+        for decision in run.decisions.values():
             if decision.get("type") == "return" and decision.get("returned"):
                 run.returned, run.return_value = True, decision.get("value")
         if self.hooks is not None:
@@ -332,7 +332,7 @@ class DAGExecutor:
                 for task in done:
                     if task is cancel_wait:
                         continue
-                    member = tasks.pop(task)  # type: ignore[arg-type]
+                    member = tasks.pop(task)  # type: ignore[call-overload]
                     if task.cancelled() or (token.cancelled and isinstance(task.exception(), RunCancelledError)):
                         continue  # stopped by the same cancellation; handled on the next turn
                     complete(member, task.result())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 from flowmasond.components.control_flow import child_stage_ids
 from flowmasond.engine.models import PipelineConfig, StageConfig

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from flowmasond.engine.interfaces import MIXED, Record, RecordKind, UsageMetrics
 from flowmasond.errors import JournalError, RunNotFoundError

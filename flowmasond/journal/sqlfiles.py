@@ -43,7 +43,7 @@ def parse_query_blocks(text: str, *, source: str) -> dict[str, str]:
     parts = _NAME_LINE.split(text)
     blocks: dict[str, str] = {}
     # parts = [preamble, name1, body1, name2, body2, ...]
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         statement = body.strip()
         if not statement or not sqlite3.complete_statement(statement):
             raise JournalError("query block is not one complete SQL statement",

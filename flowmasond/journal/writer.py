@@ -34,7 +34,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 import aiosqlite
 import structlog
@@ -443,7 +444,7 @@ class JournalWriter:
                 log.exception("journal commit observer failed")
         if self._kill_after and self._transactions >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
-        for request, (ok, value) in zip(group, outcomes):
+        for request, (ok, value) in zip(group, outcomes, strict=False):
             if ok:
                 if request.future is not None and not request.future.done():
                     request.future.set_result(value)

@@ -236,7 +236,7 @@ class _Validator:
         for stage, field, child in children:
             chain = self._ancestors(stage.id)
             if child != stage.id and child in chain:
-                loop = frozenset(chain[:chain.index(child) + 1] + [stage.id])
+                loop = frozenset([*chain[:chain.index(child) + 1], stage.id])
                 if loop not in reported:
                     reported.add(loop)
                     self._add(f"config.{field} lists '{child}', which is an ancestor of this stage "

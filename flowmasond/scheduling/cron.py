@@ -119,7 +119,8 @@ class CronSchedule:
                              f"got {len(fields)}")
         fields[3] = "*" if fields[3] == "?" else fields[3]
         fields[5] = "*" if fields[5] == "?" else fields[5]
-        second, minute, hour, day, month, weekday = (_parse_field(f, spec) for f, spec in zip(fields, _FIELDS))
+        parsed = (_parse_field(f, spec) for f, spec in zip(fields, _FIELDS, strict=True))
+        second, minute, hour, day, month, weekday = parsed
         weekday = {0 if d == 7 else d for d in weekday}
         day_mask = sum(1 << d for d in day)
         weekday_masks = tuple(sum(1 << d for d in range(1, 32) if (first + d - 1) % 7 in weekday)

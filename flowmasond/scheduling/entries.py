@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Iterable, Mapping
 
 from flowmasond.engine.models import ScheduleConfig
 from flowmasond.engine.interfaces import RunStatus

@@ -13,7 +13,8 @@ runs and starts a run that waits for them to stop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
+from collections.abc import Sequence
 
 from flowmasond.scheduling.cron import CronSchedule
 

@@ -259,7 +259,7 @@ class Scheduler:
                 log.warning("schedule_fire_without_run", schedule=schedule.name, run_id=record.last_run_id,
                             fire_time=schedule.cron.describe(record.last_fire_time))
                 await self._start_run(schedule, record.last_fire_time, record.last_run_id,
-                                      OverlapDecision(start=True, after=self._waits_for(schedule)))
+                                      OverlapDecision(start=True, after=tuple(self._waits_for(schedule))))
             await self._catch_up(schedule, now)
         except FlowmasonError as exc:
             log.error("schedule_catch_up_failed", schedule=schedule.name, error=str(exc))

@@ -3,9 +3,10 @@
 Each makes one provider call per attempt. The provider comes from ``context.services["providers"]``
 (a ``ProviderRegistry``) by the stage's ``provider`` (None: the executor's ``default_provider``
 service, else the registry's default). Settings resolve as stage ``llm_settings`` > the node's own
-config fields > the provider's defaults > the node's role default. Usage is handed to ``context.services["usage_sink"]`` as soon as the provider answers, so
-tokens billed for an answer that then fails to parse are still counted. A streaming provider's
-pieces of the answer go to ``context.services["token_sink"]`` (the daemon's non-durable feed).
+config fields > the provider's defaults > the node's role default. Usage is handed to
+``context.services["usage_sink"]`` as soon as the provider answers, so tokens billed for an answer
+that then fails to parse are still counted. A streaming provider's pieces of the answer go to
+``context.services["token_sink"]`` (the daemon's non-durable feed).
 """
 
 from __future__ import annotations

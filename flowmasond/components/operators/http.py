@@ -113,7 +113,7 @@ class HttpRequest:
         parent = trace(context.run_id, context.stage_path) if trace is not None else None
         if parent and not any(name.lower() == "traceparent" for name in headers):
             headers["traceparent"] = parent  # W3C trace context: the callee's spans join the run's trace
-        where = {"stage": context.stage_path, "method": input.method, "url": input.url}
+        where: dict[str, Any] = {"stage": context.stage_path, "method": input.method, "url": input.url}
         started = time.monotonic()
         try:
             async with httpx.AsyncClient(timeout=input.seconds, verify=_tls_context() if input.verify_ssl else False,
