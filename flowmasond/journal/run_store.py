@@ -52,6 +52,10 @@ def _insert_attempt(conn: sqlite3.Connection, params: tuple[str, str, int, float
         raise
 
 
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A write with no statement: its transaction carries the deferred writes queued before it."""
+
+
 class JournalRunStore:
     """Commits one run's records durably; implements ``flowmasond.engine.interfaces.RunStore``."""
 
@@ -61,8 +65,14 @@ class JournalRunStore:
         self.run_id = run_id
 
     async def commit(self, records: Sequence[Record]) -> None:
-        """Append ``records`` atomically; returns once they are durable."""
+        """Append ``records`` atomically; returns once they are durable.
+
+        An empty commit is a barrier: deferred attempt starts queued before it become durable too,
+        so a snapshot read after any commit sees every start made before it.
+        """
         if not records:
+            if self._writer.pending:
+                await self._writer.write(_nothing, label=f"barrier of run {self.run_id}")
             return
         rows, usage = self._encode(records, self._clock())
         await self._writer.write(partial(_commit_records, run_id=self.run_id, rows=rows,

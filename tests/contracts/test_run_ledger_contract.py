@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowmasond.engine.checkpoint import MemoryRunLedger
@@ -77,6 +77,8 @@ starts = st.lists(st.tuples(st.sampled_from(PATHS), st.integers(1, 4), st.boolea
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=batches, starts=starts)
+# Shrunk failure: a deferred start followed only by an empty commit was not yet in the journal.
+@example(batches=[[]], starts=[("a", 1, False)])
 def test_load_snapshot_returns_the_latest_record_per_path_and_the_highest_attempt(
         make_ledger: LedgerFactory, batches: list[list[Record]], starts: list[tuple[str, int, bool]]) -> None:
     """Whatever was committed comes back: latest result and decision per path, highest started attempt."""
