@@ -12,6 +12,7 @@ from pathlib import Path
 
 from journal_helpers import integrity, make_pipeline
 
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,8 +22,10 @@ WORKERS = 4
 # its commit returned, i.e. once the journal acknowledged it as durable.
 CHILD = r"""
 import asyncio, sys
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.checkpoint import Record
 from flowmasond.engine.types import ComponentResult, StageStatus
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.journal import Journal
 
 async def main(path, run_id, prefix, workers):
@@ -38,7 +41,7 @@ async def main(path, run_id, prefix, workers):
                                      status=StageStatus.SUCCESS,
                                      output={"i": i, "pad": "z" * 700}, attempts=1)
             await store.commit([Record.of_result(path, result),
-                                Record.of_decision(f"{prefix}/w{w}", {"done": i})])
+                                Record.of_state(f"{prefix}/w{w}", ControlFlowState.loop([i]))])
             sys.stdout.write(path + "\n")
             sys.stdout.flush()
             i += 1
@@ -113,4 +116,4 @@ async def test_sigkilled_writer_loses_no_acknowledged_commit(db_path: Path) -> N
         await reopened.close()
     assert set(acked) <= set(snapshot.results)
     for task, indexes in per_task.items():
-        assert snapshot.decisions[task] == {"done": max(indexes)}
+        assert snapshot.states[task] == ControlFlowState.loop([max(indexes)])
