@@ -233,10 +233,10 @@ class ControlFlowHandler:
                 try_scope = await self.engine.run_group(
                     run, run.plan.group(input.try_stages), self._child_frame(frame, path, catcher=catcher))
                 caught = self._caught(run, path) if try_scope.failed is not None else None
-            else:
-                # Resumed in the catch phase: the try stages are not run again, but what they
-                # committed stays visible to the catch and finally stages.
-                run.visibility.publish_nested(frame.upstream, stage.id, frame.prefix, run.committed)
+            # What the try stages committed is visible to the catch and finally stages, and those
+            # a failure kept from running show None: the same whether the try phase just ran or a
+            # resume found it over (then the try stages are not run again).
+            run.visibility.publish_nested(frame.upstream, stage.id, frame.prefix, run.committed)
             if caught is not None and not run.returned:
                 error = {"message": caught.message, "type": caught.error_type, "stage": caught.stage}
                 catch_frame = self._child_frame(frame, path, variables={**frame.variables, "error": error})
@@ -252,7 +252,7 @@ class ControlFlowHandler:
         if input.finally_stages:
             # Finally stages run however the try and catch phases ended: a failure, a return that
             # fired, or a cancellation; in a view of the run that lets stages start.
-            cleanup = run.shielded()
+            cleanup = run.shielded(f"{path}/", input.finally_stages)
             fin = await self.engine.run_group(cleanup, run.plan.group(input.finally_stages),
                                               self._child_frame(frame, path))
             run.adopt_return(cleanup)

@@ -148,15 +148,20 @@ class RunState:
         """Whether the return that fired lies under ``path`` (whose stage must still finish)."""
         return self.return_path is not None and self.return_path.startswith(path + "/")
 
-    def shielded(self) -> RunState:
-        """A view of this run in which stages start although it returned or was cancelled.
+    def shielded(self, prefix: str, members: Sequence[str]) -> RunState:
+        """A view of this run in which the stages ``members`` (at ``prefix``) start although the run
+        returned or was cancelled: a trycatch runs its finally stages in it.
 
-        A trycatch runs its finally stages in it. It shares every committed result and state; a
-        cancelled run gets a fresh token so the cleanup is not cancelled on arrival.
+        It shares every committed result and state; a cancelled run gets a fresh token so the
+        cleanup is not cancelled on arrival. A return that fired inside ``members`` themselves (seen
+        on resume) still stands in the view, so it stops the rest of them as it did the first time.
         """
         token = self.cancellation
         if token.cancelled:
             token = CancellationToken(grace_s=token.grace_s)
+        path = self.return_path
+        if path is not None and path.startswith(prefix) and path[len(prefix):].split("/", 1)[0] in members:
+            return replace(self, cancellation=token)
         return replace(self, cancellation=token, returned=False, return_value=None, return_path=None)
 
     def adopt_return(self, view: RunState) -> None:
@@ -339,9 +344,11 @@ class DAGExecutor:
                         break
                     if run.returned:
                         # After a return only a stage holding it still runs (on resume, to finish
-                        # what encloses the return, such as a trycatch's finally stages).
+                        # what encloses the return, such as a trycatch's finally stages), and
+                        # committed ones are restored so that such a stage's dependencies are met.
                         pick = next((entry for entry in ready
-                                     if run.on_return_path(frame.prefix + entry[1])), None)
+                                     if frame.prefix + entry[1] in run.committed
+                                     or run.on_return_path(frame.prefix + entry[1])), None)
                         if pick is None:
                             break
                         ready.remove(pick)

@@ -102,3 +102,37 @@ async def test_finally_runs_when_the_run_is_cancelled_inside_the_try(run, ledger
 
     assert outcome.status is RunStatus.CANCELLED
     assert ran(ledger) == ["tc/cleanup"]
+
+
+def _catch_reads_a_try_stage_that_never_ran(ledger: str, handler_fails_once: bool) -> dict[str, Any]:
+    catch = ["handler", "use"] if handler_fails_once else ["use"]
+    stages = [
+        {"id": "tc", "component": "trycatch", "config": {"try_stages": ["boom", "never"], "catch_stages": catch}},
+        {"id": "boom", "component": "fail", "config": {"message": "try failed"}},
+        rec("never", ledger, "n", depends_on=["boom"]),
+        rec("use", ledger, {"never": "{{upstream.never}}"}, **({"depends_on": ["handler"]} if handler_fails_once else {})),
+    ]
+    if handler_fails_once:
+        stages.append({"id": "handler", "component": "fail", "config": {"fail_attempts": 1, "message": "once"}})
+    return {"stages": stages}
+
+
+async def test_catch_stage_sees_a_try_stage_that_never_ran_as_none(run, ledger: str) -> None:
+    """A catch stage reading a try stage that the failure kept from running sees None (as after a
+    resume in the catch phase), not a template error."""
+    outcome = await run(_catch_reads_a_try_stage_that_never_ran(ledger, handler_fails_once=False))
+
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.error
+    assert [e["value"] for e in read_ledger(ledger)] == [{"never": None}]
+
+
+async def test_catch_stage_resumed_in_its_catch_phase_sees_the_same_none(run, ledger: str) -> None:
+    """Resumed in its catch phase, the catch stage sees the same None for the try stage that never ran."""
+    definition = _catch_reads_a_try_stage_that_never_ran(ledger, handler_fails_once=True)
+    store = MemoryRunStore()
+    first = await run(definition, store=store, run_id="run-1")
+    assert first.status is RunStatus.FAILED
+    resumed = await run(definition, store=store, run_id="run-1", snapshot=store.snapshot.for_resume())
+
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.error
+    assert [e["value"] for e in read_ledger(ledger)] == [{"never": None}]

@@ -1,0 +1,99 @@
+"""What a killed-and-recovered run of a generated pipeline must satisfy, against its oracle.
+
+The oracle is the same case run once, uninterrupted, in its own process and journal. For every trial
+(a run SIGKILLed after journal commit k, then recovered by a fresh process, and resumed with force by
+another when it stopped on a stage not safe to repeat):
+
+* the kill really happened (the process died of SIGKILL);
+* the final status, the run output and every stage's committed status equal the oracle's;
+* ``PRAGMA integrity_check`` is ok;
+* no stage whose result a resume keeps (success, skipped, handled failure) ran again after the kill;
+* every stage ran in at most one process more than in the oracle (the one in flight at the kill, or an
+  unhandled failure, which a resume retries by design), with no more attempts in any one process than
+  the oracle made, and every stage of the oracle ran.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter, defaultdict
+from typing import Any
+
+
+def normalise(value: Any) -> Any:
+    """A run output without child run ids (fresh random ids in every process tree)."""
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items() if k != "child_run_id"}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    return value
+
+
+def _key(run_keys: dict[str, str], entry: dict[str, Any]) -> str:
+    return run_keys.get(entry["run_id"], f"?{entry['run_id']}>") + entry["path"]
+
+
+def check_trial(oracle: dict[str, Any], trial: dict[str, Any]) -> list[str]:
+    """Every way ``trial`` differs from ``oracle``, as readable lines (empty: it matches)."""
+    if "error" in trial:
+        return [f"trial process failed: {trial['error'][-1500:]}"]
+    problems: list[str] = []
+    killed, final = trial["phases"][0], trial["phases"][-1]
+    if killed["returncode"] != -signal.SIGKILL:
+        problems.append(f"the run was not killed at commit {trial['kill_after']}: exit {killed['returncode']}"
+                        f" {killed.get('crash') or ''}")
+    for phase in trial["phases"][1:]:
+        if phase["returncode"] != 0:
+            problems.append(f"a recovery process exited {phase['returncode']}: {(phase.get('crash') or '')[-1500:]}")
+    report, expected = final.get("report") or {}, oracle["report"]
+    if report.get("status") != expected["status"]:
+        problems.append(f"status {report.get('status')} ({(report.get('error') or {}).get('message')}) "
+                        f"!= oracle's {expected['status']}")
+    if normalise(report.get("output")) != normalise(expected["output"]):
+        problems.append(f"output {report.get('output')!r} != oracle's {expected['output']!r}")
+    if trial["integrity"] != "ok":
+        problems.append(f"integrity_check: {trial['integrity']}")
+    journal = trial["journal"] or {"statuses": {}, "run_keys": {}}
+    want, got = oracle["journal"]["statuses"], journal["statuses"]
+    if got != want:
+        diff = {k: (got.get(k), want.get(k)) for k in sorted(want.keys() | got.keys()) if got.get(k) != want.get(k)}
+        problems.append(f"stage statuses differ (trial, oracle): {diff}")
+
+    kept = {tuple(x) for x in trial["at_kill"]["kept"]}
+    after = trial["ledger"][trial["ledger_at_kill"]:]
+    again = sorted({f"{e['run_id']}:{e['path']}" for e in after if (e["run_id"], e["path"]) in kept})
+    if again:
+        problems.append(f"stages ran again after their result was committed: {again}")
+
+    oracle_keys = oracle["journal"]["run_keys"]
+    run_keys = journal["run_keys"]
+    oracle_attempts = Counter(_key(oracle_keys, e) for e in oracle["ledger"])
+    processes: dict[str, Counter[int]] = defaultdict(Counter)
+    for entry in trial["ledger"]:
+        processes[_key(run_keys, entry)][entry["pid"]] += 1
+    for key, per_pid in sorted(processes.items()):
+        if key not in oracle_attempts:
+            problems.append(f"{key} ran, but not in the oracle")
+            continue
+        if len(per_pid) > 2:
+            problems.append(f"{key} ran in {len(per_pid)} processes (one kill allows 2)")
+        if max(per_pid.values()) > oracle_attempts[key]:
+            problems.append(f"{key} made {max(per_pid.values())} attempts in one process, the oracle "
+                            f"{oracle_attempts[key]}")
+    missing = sorted(set(oracle_attempts) - set(processes))
+    if missing:
+        problems.append(f"stages of the oracle never ran: {missing}")
+    return problems
+
+
+def check_case(answer: dict[str, Any]) -> dict[int, list[str]]:
+    """Problems by kill point (0: the oracle itself) of one case."""
+    oracle = answer["oracle"]
+    if oracle["returncode"] != 0 or not oracle.get("report"):
+        return {0: [f"the oracle run exited {oracle['returncode']}: {(oracle.get('crash') or '')[-2000:]}"]}
+    out: dict[int, list[str]] = {}
+    for trial in answer["trials"]:
+        problems = check_trial(oracle, trial)
+        if problems:
+            out[trial["kill_after"]] = problems
+    return out
