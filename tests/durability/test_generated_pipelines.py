@@ -24,7 +24,7 @@ from gen_checks import check_case
 from gen_pipelines import cases
 
 REGRESSIONS = Path(__file__).parent / "pipelines" / "generated"
-CI_PIPELINES, CI_KILL_POINTS = 200, 2
+CI_PIPELINES, CI_KILL_POINTS = 200, 3
 SLOW_PIPELINES = 1500
 
 _SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
