@@ -136,3 +136,28 @@ async def test_catch_stage_resumed_in_its_catch_phase_sees_the_same_none(run, le
 
     assert resumed.status is RunStatus.SUCCEEDED, resumed.error
     assert [e["value"] for e in read_ledger(ledger)] == [{"never": None}]
+
+
+async def test_finally_waits_for_the_resumed_run_when_the_daemon_stops(run, ledger: str,
+                                                                      recorder: EventRecorder) -> None:
+    """A stop that interrupts the run to resume it later (daemon shutdown) does not run finally
+    stages early: the resumed run runs them, after its try stages."""
+    definition = {"stages": [
+        {"id": "tc", "component": "trycatch", "config": {"try_stages": ["slow"], "finally_stages": ["cleanup"]}},
+        {"id": "slow", "component": "counter", "config": {"hold_s": "{{input.hold_s}}"}},
+        rec("cleanup", ledger, "cleaned"),
+    ]}
+    store = MemoryRunStore()
+    token = CancellationToken(grace_s=0.05)
+    task = asyncio.ensure_future(run(definition, {"hold_s": 30}, store=store, run_id="run-1", cancellation=token))
+    await recorder.wait_for("start", "tc/slow")
+    token.cancel("daemon shutting down", interrupt=True)
+    stopped = await asyncio.wait_for(task, timeout=10)
+    assert stopped.status is RunStatus.CANCELLED
+    assert ran(ledger) == []
+
+    resumed = await run(definition, {"hold_s": 0}, store=store, run_id="run-1",
+                        snapshot=store.snapshot.for_resume(), hooks=EventRecorder())
+
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.error
+    assert ran(ledger) == ["tc/cleanup"]
