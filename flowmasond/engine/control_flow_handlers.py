@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowmasond.engine.flow_state import ControlFlowState, TryPhase
 from flowmasond.engine.types import ComponentResult, ErrorType, RunStatus, StageStatus
+from flowmasond.engine.visibility import visible_output
 from flowmasond.errors import ChildRunInterruptedError, RunCancelledError, UnsafeToRepeatError
 
 if TYPE_CHECKING:
@@ -164,11 +165,11 @@ class ControlFlowHandler:
                     first_failure = (index, scope)
                 return
             sinks = [s for s in group.sinks if s in scope.results]
+            # An iteration's output is what its last stages show downstream.
             if len(sinks) == 1:
-                r = scope.results[sinks[0]]
-                outputs[index] = r.output if r.ok else None
+                outputs[index] = visible_output(scope.results[sinks[0]])
             else:
-                outputs[index] = {s: (scope.results[s].output if scope.results[s].ok else None) for s in sinks}
+                outputs[index] = {s: visible_output(scope.results[s]) for s in sinks}
 
         def stop() -> bool:
             return run.cancellation.cancelled or (input.break_on_error and first_failure is not None)
