@@ -16,17 +16,24 @@ another when it stopped on a stage not safe to repeat):
 
 from __future__ import annotations
 
+import re
 import signal
 from collections import Counter, defaultdict
 from typing import Any
 
 
+# new_run_id(): a child run gets a fresh random id in every process tree.
+_RUN_ID = re.compile(r"\br[0-9a-f]+-[0-9a-f]{8}\b")
+
+
 def normalise(value: Any) -> Any:
-    """A run output without child run ids (fresh random ids in every process tree)."""
+    """A run output without child run ids (as keys or inside error messages)."""
     if isinstance(value, dict):
         return {k: normalise(v) for k, v in value.items() if k != "child_run_id"}
     if isinstance(value, list):
         return [normalise(v) for v in value]
+    if isinstance(value, str):
+        return _RUN_ID.sub("<run>", value)
     return value
 
 
