@@ -238,7 +238,9 @@ class ControlFlowHandler:
             # a failure kept from running show None: the same whether the try phase just ran or a
             # resume found it over (then the try stages are not run again).
             run.visibility.publish_nested(frame.upstream, stage.id, frame.prefix, run.committed)
-            if caught is not None and not run.returned:
+            # After a return run_group starts only what encloses it: on resume, a return that
+            # fired inside the catch stages still lets them finish.
+            if caught is not None:
                 error = {"message": caught.message, "type": caught.error_type, "stage": caught.stage}
                 catch_frame = self._child_frame(frame, path, variables={**frame.variables, "error": error})
                 catch_scope = await self.engine.run_group(run, run.plan.group(input.catch_stages), catch_frame)
