@@ -157,6 +157,8 @@ class ControlFlowHandler:
 
         def record(index: int, scope: ScopeOutcome) -> None:
             nonlocal first_failure
+            if not scope.results:
+                return  # nothing of the iteration ran (the run returned before it)
             if scope.failed is not None:
                 errors.append({"index": index, "stage": scope.failed.stage_id, "path": scope.failed_path,
                                "error": scope.failed.error,
@@ -175,16 +177,16 @@ class ControlFlowHandler:
             return run.cancellation.cancelled or (input.break_on_error and first_failure is not None)
 
         def passed_by_return(index: int) -> bool:
-            # After a return only the iteration holding it still runs (on resume, to finish what
-            # encloses the return, such as a trycatch's finally stages).
+            # After a return only the iteration holding it still starts (on resume, to finish
+            # what encloses the return, such as a trycatch's finally stages).
             return run.returned and not run.on_return_path(f"{path}/{index}")
 
         if not input.parallel:
             for index in range(len(items)):
                 if stop():
                     break
-                if passed_by_return(index):
-                    continue
+                # After a return the group starts nothing new but restores what it committed, so a
+                # resumed loop reports the iterations before the return as the first run did.
                 record(index, await iteration(index))
         else:
             running: dict[asyncio.Task[ScopeOutcome], int] = {}

@@ -104,7 +104,8 @@ def _journal_view(db: Path) -> dict[str, Any]:
         runs = {r: (parent, ppath) for r, parent, ppath in
                 conn.execute("SELECT run_id, parent_run_id, parent_path FROM runs")}
         rows = conn.execute(
-            "SELECT run_id, path, status, handled FROM run_records WHERE kind = 'result' ORDER BY run_id, seq"
+            "SELECT run_id, path, status, handled, output FROM run_records WHERE kind = 'result'"
+            " ORDER BY run_id, seq"
         ).fetchall()
     keys: dict[str, str] = {}
 
@@ -114,13 +115,14 @@ def _journal_view(db: Path) -> dict[str, Any]:
             keys[run_id] = "" if parent is None else f"{key(parent)}{ppath}>"
         return keys[run_id]
 
-    latest: dict[tuple[str, str], tuple[str, int]] = {}
-    for run_id, path, status, handled in rows:
-        latest[(run_id, path)] = (status, handled)
-    statuses = {key(r) + p: s for (r, p), (s, _) in latest.items()}
-    kept = sorted([r, p] for (r, p), (s, h) in latest.items() if s != "failed" or h)
-    unhandled = sorted([r, p] for (r, p), (s, h) in latest.items() if s == "failed" and not h)
-    return {"statuses": statuses, "kept": kept, "unhandled": unhandled,
+    latest: dict[tuple[str, str], tuple[str, int, str | None]] = {}
+    for run_id, path, status, handled, output in rows:
+        latest[(run_id, path)] = (status, handled, output)
+    statuses = {key(r) + p: s for (r, p), (s, _, _) in latest.items()}
+    outputs = {key(r) + p: None if o is None else json.loads(o) for (r, p), (_, _, o) in latest.items()}
+    kept = sorted([r, p] for (r, p), (s, h, _) in latest.items() if s != "failed" or h)
+    unhandled = sorted([r, p] for (r, p), (s, h, _) in latest.items() if s == "failed" and not h)
+    return {"statuses": statuses, "outputs": outputs, "kept": kept, "unhandled": unhandled,
             "run_keys": {r: key(r) for r in runs}}
 
 
