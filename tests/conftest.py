@@ -17,11 +17,6 @@ from daemon_support import DaemonProcess, _toml
 from flowmason_client.client import Client
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--slow", action="store_true", default=False,
-                     help="also run the long generated/soak profiles (tests that skip without it)")
-
-
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     """An empty state directory for a daemon or a journal."""
