@@ -132,7 +132,9 @@ class ControlFlowState:
         if version != FLOW_STATE_VERSION:
             raise JournalError(f"control-flow state version {version} is newer than this daemon reads "
                                f"({FLOW_STATE_VERSION})", version=version)
-        kind = str(data["kind"])
+        kind = data.get("kind")
+        if not isinstance(kind, str):
+            raise JournalError("a control-flow state names no kind", value=repr(dict(data))[:200])
         caught = data.get("caught")
         known = {"v", "kind", "branch", "route", "selected", "skipped", "items", "phase", "caught",
                  "pipeline_id", "child_run_id", "returned", "return_value", "message"}
