@@ -15,6 +15,7 @@ import pytest
 
 from flowmasond.config import DaemonConfig
 from flowmasond.engine.flow_state import CaughtError, ControlFlowState, TryPhase
+from flowmasond.environment import DEFAULT_ENV_ALLOW
 from flowmasond.engine.types import RunStatus
 from flowmasond.errors import JournalError
 from flowmasond.journal import Journal
@@ -35,7 +36,9 @@ async def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     folder = tmp_path / "pipelines"
     folder.mkdir()
     monkeypatch.setenv("LEDGER", str(tmp_path / "ledger.jsonl"))
-    config = DaemonConfig(state_dir=state, socket=tmp_path / "x.sock", pipeline_dirs=[folder])
+    # The old pipelines read {{env.LEDGER}}: allowed here as an operator would allow it.
+    config = DaemonConfig(state_dir=state, socket=tmp_path / "x.sock", pipeline_dirs=[folder],
+                          env_allow=[*DEFAULT_ENV_ALLOW, "LEDGER"])
     journal = await Journal.open(config.journal_path)
     registry = build_registry()
     catalog = PipelineCatalog(registry, [folder])
