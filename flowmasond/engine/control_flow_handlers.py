@@ -304,8 +304,8 @@ class ControlFlowHandler:
         from flowmasond.engine.dag import MAX_SUBPIPELINE_DEPTH, new_run_id
 
         if run.depth >= MAX_SUBPIPELINE_DEPTH:
-            return _plain_failure(stage, ErrorType.CONFIGURATION,
-                                  f"subpipeline nesting deeper than {MAX_SUBPIPELINE_DEPTH} (a pipeline calling itself?)"), []
+            return _plain_failure(stage, ErrorType.CONFIGURATION, f"subpipeline nesting deeper than "
+                                  f"{MAX_SUBPIPELINE_DEPTH} (a pipeline calling itself?)"), []
         state = run.flow.get(path)
         if state is None or state.child_run_id is None:
             state = ControlFlowState.child_run(input.pipeline_id, new_run_id())

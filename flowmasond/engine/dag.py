@@ -465,7 +465,7 @@ class DAGExecutor:
 
     # -- the one place results and control-flow states are committed ----------------------------------
     async def commit(self, run: RunState, result: tuple[str, ComponentResult] | None = None,
-                     frame: Frame | None = None, *, states: StateUpdates = (),
+                     frame: Frame | None = None, *, states: Sequence[tuple[str, ControlFlowState]] = (),
                      skipped: Sequence[tuple[str, ComponentResult]] = ()) -> None:
         """Commit a stage result with the control-flow states it caused, in one transaction.
 

@@ -13,7 +13,8 @@ branch that was not taken:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, MutableMapping
 
 from flowmasond.engine.types import ComponentResult, StageStatus
 

@@ -66,7 +66,7 @@ def _leaf(draw: Any, case: _Case, p: _Pipeline, where: _Where) -> tuple[str, tup
     if where.looped:
         value = {"id": sid, "item": "{{context.item}}"}
     if where.refs and draw(st.booleans()):
-        value = {"id": sid, "saw": "{{upstream.%s}}" % draw(st.sampled_from(where.refs))}
+        value = {"id": sid, "saw": "{{upstream." + draw(st.sampled_from(where.refs)) + "}}"}
     stage: dict[str, Any] = {"id": sid, "component": "gen_step",
                              "config": {"ledger": "{{input.ledger}}", "value": value}}
     if kind == "flaky":

@@ -110,7 +110,8 @@ def _catch_reads_a_try_stage_that_never_ran(ledger: str, handler_fails_once: boo
         {"id": "tc", "component": "trycatch", "config": {"try_stages": ["boom", "never"], "catch_stages": catch}},
         {"id": "boom", "component": "fail", "config": {"message": "try failed"}},
         rec("never", ledger, "n", depends_on=["boom"]),
-        rec("use", ledger, {"never": "{{upstream.never}}"}, **({"depends_on": ["handler"]} if handler_fails_once else {})),
+        rec("use", ledger, {"never": "{{upstream.never}}"},
+            **({"depends_on": ["handler"]} if handler_fails_once else {})),
     ]
     if handler_fails_once:
         stages.append({"id": "handler", "component": "fail", "config": {"fail_attempts": 1, "message": "once"}})
