@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from flowmasond.engine.interfaces import ComponentResult, ErrorType, RunSnapshot, StageStatus, UsageMetrics
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.journal.rows import dumps, dumps_or_none
 from flowmasond.journal.sqlfiles import queries
 
@@ -31,9 +32,9 @@ def result_values(result: ComponentResult) -> tuple[Any, ...]:
             usage.provider, usage.model)
 
 
-def decision_value(decision: dict[str, Any]) -> str:
-    """``insert_decision`` parameter ?4: the decision as a JSON document."""
-    return dumps(decision)
+def state_value(state: ControlFlowState) -> str:
+    """``insert_decision`` parameter ?4: the control-flow state as a versioned JSON document."""
+    return dumps(state.to_json())
 
 
 def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
@@ -51,7 +52,8 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
     finally:
         cursor.execute("COMMIT")
     snapshot = RunSnapshot()
-    results, decisions = snapshot.results, snapshot.decisions
+    results, states = snapshot.results, snapshot.states
+    state_of = ControlFlowState.from_json  # reads version-1 rows of older journals too
     loads, status_of, error_type_of = json.loads, _STATUS.__getitem__, _ERROR_TYPE.get
     result_of, usage_of = ComponentResult, UsageMetrics
     for (kind, path, decision, stage_id, component_type, status, output, error, error_type,
@@ -69,6 +71,6 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
                 None if error_type is None else error_type_of(error_type),
                 usage, attempts_made, started_at, finished_at, handled == 1)
         else:
-            decisions[path] = loads(decision)
+            states[path] = state_of(loads(decision))
     snapshot.attempts = {path: attempt for path, attempt in attempts}
     return snapshot
