@@ -12,6 +12,7 @@ setup(
     packages=[*find_packages(include=["flowmasond", "flowmasond.*", "flowmason_client",
                                       "flowmason_client.*"]), "flowmasond.state"],
     package_dir={"flowmasond.state": "state"},
-    package_data={"flowmasond": ["py.typed"], "flowmason_client": ["py.typed"],
+    package_data={"flowmasond": ["py.typed"],
+                  "flowmason_client": ["py.typed", "ui/templates/*.html", "ui/static/*"],
                   "flowmasond.state": ["README.md", "migrations/*.sql", "queries/*.sql"]},
 )

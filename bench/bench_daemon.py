@@ -39,6 +39,7 @@ from flowmasond.engine.registry import ComponentRegistry  # noqa: E402
 
 LATENCY_AIM = Aim("first stage starts after runs.start", 50.0, "ms")
 IDLE_AIM = Aim("idle daemon resident memory", 80.0, "MB", strict=True)
+THROUGHPUT_AIM_RUNS_S = 2500.0  # 200 concurrent one-stage runs through the daemon: at least this
 
 ONE_STAGE = {"id": "one", "stages": [{"id": "only", "component_type": "variable_set",
                                       "config": {"variables": {"n": "{{input.n}}"}}}]}
@@ -193,6 +194,9 @@ async def main_async(args: argparse.Namespace) -> int:
     print("aims:")
     for aim, value in ((LATENCY_AIM, first_ms), (IDLE_AIM, idle_rss)):
         print(f"  {aim.name}: {value:.1f} {aim.unit} ({aim.label}) {aim.verdict(value)}")
+    rate = count / seconds
+    print(f"  {count} concurrent one-stage runs through the daemon: {rate:.0f} runs/s "
+          f"(aim >= {THROUGHPUT_AIM_RUNS_S:g} runs/s) {'PASS' if rate >= THROUGHPUT_AIM_RUNS_S else 'MISS'}")
     return 0
 
 

@@ -213,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  after the batch         {m['loaded_after_batch']:8.1f} MB")
         print(f"start-up to scheduler ready: empty {result['startup_s']['empty_daemon']:.2f} s, "
               f"loaded {result['startup_s']['loaded']:.2f} s")
+        last_ms = b['started_last_s'] * 1000
+        print(f"aims: (load average {os.getloadavg()[0]:.1f})")
+        print(f"  every run started after its fire time: last {last_ms:.0f} ms "
+              f"(aim <= 250 ms) {'PASS' if last_ms <= 250 else 'MISS'}")
     return 0 if figures["fires_recorded"] == count and figures["runs"] == count else 1
 
 

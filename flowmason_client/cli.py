@@ -26,6 +26,8 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_UNREACHABLE = 69
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
+# The kind of the non-durable events carrying an LLM answer as it streams (see flowmasond.streaming).
+TOKEN_KIND = "llm.token"  # noqa: S105 - an event kind, not a secret
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipes.add_argument("pipeline", nargs="?", metavar="ID")
     val = with_json(sub.add_parser("validate", help="validate pipeline files (no daemon needed)"))
     val.add_argument("files", nargs="+")
+    val.add_argument("--strict", action="store_true",
+                     help="keys unknown to both FlowMason and flowmasond are errors, not warnings")
     with_json(sub.add_parser("status", help="the daemon's status"))
     schedules = with_json(sub.add_parser("schedules", help="cron schedules: next and last fire, last run's status, "
                                                            "paused; --next N ID lists a schedule's next N fires"))
@@ -101,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("action", choices=["pause", "unpause", "trigger"])
     schedule.add_argument("schedule", metavar="ID", help="pipeline/schedule, or a schedule id only one pipeline uses")
     cli_ops.add_commands(sub, with_json)
+    ui = sub.add_parser("ui", help="a local web view of runs (prints its URL; needs the 'ui' extra)")
+    ui.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    ui.add_argument("--open", action="store_true", help="open the URL in a browser")
     return parser
 
 
@@ -119,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args)
+    if args.command == "ui":
+        return _ui(args)
     if args.command in cli_ops.OFFLINE:
         return cli_ops.cmd_methods(args)
     try:
@@ -144,6 +153,31 @@ def main(argv: list[str] | None = None) -> int:
         # Output piped into `head` and closed early: not an error worth a traceback.
         sys.stderr.close()
         return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """Serve the web view until interrupted; the daemon need not be up yet (pages say so)."""
+    from flowmason_client import ui
+
+    problem = ui.missing_dependencies()
+    if problem is not None:
+        print(f"flowmason: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        sock = ui.bind(args.port)
+    except OSError as exc:
+        print(f"flowmason: cannot listen on {ui.HOST}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with Client(args.socket, timeout=5.0, connect_timeout=2.0) as client:
+            client.health()
+    except ClientError as exc:
+        print(f"flowmason: warning: {exc} (the pages will say so until it answers)", file=sys.stderr)
+    try:
+        ui.serve(args.socket, sock, open_browser=args.open)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _wait_for_daemon(socket_path: str | None, seconds: float) -> None:
@@ -326,10 +360,11 @@ def cmd_pipelines(client: Client, args: argparse.Namespace) -> int:
         schedules = ", ".join(s["id"] for s in p.get("schedules") or [])
         print(f"{p['pipeline_id']:24} {state:8} {p.get('stage_count') or '-':>4} stages  {p.get('path')}"
               + (f"  schedules: {schedules}" if schedules else ""))
-        for issue in ((p.get("error") or {}).get("issues") or []):
+        for issue in [*((p.get("error") or {}).get("issues") or []), *(p.get("warnings") or [])]:
             where = ", ".join(x for x in (f"stage '{issue['stage']}'" if issue.get("stage") else "",
                                           f"field '{issue['field']}'" if issue.get("field") else "") if x)
-            print(f"    {issue.get('file') or p.get('path')}: {where + ': ' if where else ''}{issue['message']}")
+            tag = "warning: " if issue.get("severity") == "warning" else ""
+            print(f"    {issue.get('file') or p.get('path')}: {tag}{where + ': ' if where else ''}{issue['message']}")
     return 0
 
 
@@ -424,7 +459,8 @@ def _validate(args: argparse.Namespace) -> int:
     except ImportError:
         print("flowmason validate: the flowmasond package is not installed here", file=sys.stderr)
         return EXIT_FAILED
-    return validate_main([*args.files, *(["--json"] if args.json else [])])
+    return validate_main([*args.files, *(["--json"] if args.json else []),
+                          *(["--strict"] if args.strict else [])])
 
 
 COMMANDS = {
@@ -450,9 +486,21 @@ def _follow(client: Client, run_id: str, *, as_json: bool, show_all: bool = Fals
     reused: set[str] = set()  # a fork's copied results (its run.forked event lists them)
     done = 0
     final: RunEventsResult | None = None
+    streaming: str | None = None  # the stage whose LLM tokens are being printed on the current line
     for item in client.runs_follow(run_id, after_id=after_id):
         if isinstance(item, RunEvent):
             event = item.model_dump(mode="json")
+            if event["kind"] == TOKEN_KIND:
+                # Not durable: printed as it arrives, on one line per stage, never counted.
+                if as_json:
+                    print(json.dumps(event), flush=True)
+                    continue
+                path = event.get("stage_id") or ""
+                if streaming != path:
+                    print(("\n" if streaming else "") + f"        llm     {path}: ", end="", flush=True)
+                    streaming = path
+                print((event.get("data") or {}).get("text", ""), end="", flush=True)
+                continue
             path = event.get("stage_id") or ""
             if event["kind"] in ("stage.completed", "stage.failed", "stage.skipped") and "/" not in path:
                 finished.add(path)
@@ -466,9 +514,14 @@ def _follow(client: Client, run_id: str, *, as_json: bool, show_all: bool = Fals
                 if line and event.get("stage_id") in reused and event["kind"] == "stage.completed":
                     line = line.replace(" ok      ", " reused  ", 1)
                 if line:
+                    if streaming is not None:  # end the line of tokens first
+                        print(flush=True)
+                        streaming = None
                     print(line, flush=True)
         else:
             final = item
+    if streaming is not None:
+        print(flush=True)
     run = final.run.model_dump(mode="json") if final and final.run else client.runs_show(run_id).model_dump(mode="json")
     if run.get("output_truncated"):
         run["output"] = client.runs_output(run_id).output  # replies bound outputs; this one was asked for

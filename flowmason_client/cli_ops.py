@@ -199,7 +199,7 @@ def cmd_stop(client: Client, args: argparse.Namespace) -> int:
 
 
 def show_pipeline(client: Client, pipeline_id: str, as_json: bool) -> int:
-    """``pipelines show ID``: file, validity, stages drawn as a DAG, schedules and errors."""
+    """``pipelines show ID``: file, validity, stages drawn as a DAG, schedules, errors and warnings."""
     info = client.call("pipelines.show", {"pipeline_id": pipeline_id})
     if as_json:
         print(json.dumps(info, indent=2))
@@ -218,6 +218,10 @@ def show_pipeline(client: Client, pipeline_id: str, as_json: bool) -> int:
         where = ", ".join(x for x in (f"stage '{issue['stage']}'" if issue.get("stage") else "",
                                       f"field '{issue['field']}'" if issue.get("field") else "") if x)
         print(f"error     {where + ': ' if where else ''}{issue['message']}")
+    for issue in info.get("warnings") or []:  # keys dropped on load (FlowMason compatibility)
+        where = ", ".join(x for x in (f"stage '{issue['stage']}'" if issue.get("stage") else "",
+                                      f"field '{issue['field']}'" if issue.get("field") else "") if x)
+        print(f"warning   {where + ': ' if where else ''}{issue['message']}")
     return 0
 
 

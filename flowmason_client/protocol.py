@@ -371,6 +371,8 @@ class HealthResult(Result):
     status: str = "ok"
     version: str | None = None
     uptime_s: float | None = None
+    uid: int | None = None  # the caller's uid as the daemon saw it
+    can_mutate: bool | None = None  # whether that uid may call mutating methods (None: older daemon)
 
 
 class VersionResult(Result):
@@ -413,6 +415,8 @@ class PipelineInfo(Result):
     valid: bool = True
     error: dict[str, Any] | None = None
     definition_hash: str | None = None
+    # Keys unknown to FlowMason and flowmasond, dropped when the version in force loaded.
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class PipelineListResult(Result):
@@ -433,6 +437,7 @@ class PipelineValidateResult(Result):
     valid: bool
     pipeline_id: str | None = None
     issues: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[dict[str, Any]] = Field(default_factory=list)  # keys unknown to FlowMason and us
 
 
 Timestamp = float | str | None

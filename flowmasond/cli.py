@@ -33,10 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--components", action="append", metavar="MODULE",
                      help="extra module of components to load; repeatable")
     run.add_argument("--log-level", dest="run_log_level", default="warning")
+    run.add_argument("--strict", action="store_true",
+                     help="keys unknown to both FlowMason and flowmasond are errors, not warnings")
+    run.add_argument("--config", dest="run_config", metavar="FILE",
+                     help="TOML configuration whose [providers.NAME] and default_provider serve LLM stages "
+                          "(else OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL from the environment)")
 
     val = sub.add_parser("validate", help="validate pipeline files")
     val.add_argument("files", nargs="+")
     val.add_argument("--json", action="store_true")
+    val.add_argument("--strict", action="store_true")
     return parser
 
 
@@ -53,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.pipelines = args.run_pipelines
         args.log_level = args.run_log_level
+        args.config = args.run_config or args.config
         return runonce.main(args)
     return serve(args)
 

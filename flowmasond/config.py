@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowmason_client.paths import default_socket_path
 from flowmasond.environment import DEFAULT_ENV_ALLOW
@@ -78,6 +78,44 @@ class LimitsConfig(BaseModel):
         if self.reserved_privileged_connections >= self.max_connections:
             raise ValueError("reserved_privileged_connections must be below max_connections")
         return self
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` or ``"[::1]:9464"`` as (host, port); ValueError says what is wrong."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT, e.g. \"127.0.0.1:9464\" (got {value!r})")
+    return host, int(port)
+
+
+class MetricsConfig(BaseModel):
+    """The Prometheus listener (off unless ``listen`` is set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str | None = None  # HOST:PORT serving /metrics
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+
+class TracingConfig(BaseModel):
+    """OpenTelemetry export of run and stage spans (ids are kept and journaled either way)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces
+    service_name: str = Field(default="flowmasond", min_length=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
 
 
 class DaemonConfig(BaseModel):
@@ -103,12 +141,16 @@ class DaemonConfig(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     hot_reload: bool = True
+    # Pipeline keys unknown to both FlowMason and flowmasond are errors (else dropped with a warning).
+    strict: bool = False
     journal: JournalConfig = Field(default_factory=JournalConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     # Daemon environment variables pipelines may see (shell-style patterns): `{{env.X}}` resolves
     # only these, and shell stages inherit them on top of a small base (flowmasond.environment).
     env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW))
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # validated by the LLM layer
     default_provider: str | None = None
 

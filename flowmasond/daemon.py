@@ -25,6 +25,8 @@ from flowmasond.errors import ConfigurationError, FlowmasonError
 from flowmasond.sdnotify import (
     Notifier, is_unix_stream_listener, listen_fds, scrub_environment, watchdog_interval_s,
 )
+from flowmasond.streaming import TokenBroker
+from flowmasond.tracing import RunTracer, tracer_provider
 
 log = structlog.get_logger("flowmasond.daemon")
 
@@ -62,6 +64,9 @@ class Daemon:
         self.server: Any = None
         self.scheduler: Any = None
         self.registry: ComponentRegistry | None = None
+        # LLM tokens as they stream, for `runs.events --follow` (never journaled).
+        self.tokens = TokenBroker()
+        self.tracer: RunTracer = RunTracer()
 
     def schedule_count(self) -> int:
         return self.scheduler.count() if self.scheduler is not None else 0
@@ -73,6 +78,20 @@ class Daemon:
         counts = self.runs.counts() if self.runs is not None else {"running": 0, "queued": 0}
         return (f"{counts['running']} runs active, {counts['queued']} queued, "
                 f"{len(self.catalog.ids()) if self.catalog else 0} pipelines, {self.schedule_count()} schedules")
+
+    async def _observers(self, stack: AsyncExitStack) -> list[Any]:
+        """Execution hooks of the observability parts (token feed, metrics), started with the stack."""
+        hooks: list[Any] = [self.tokens, self.tracer]
+        if self.config.metrics.listen:
+            from flowmasond.metrics import Metrics, MetricsHooks, MetricsServer
+
+            metrics = Metrics()
+            server = MetricsServer(metrics, self.config.metrics.listen)
+            server.start(self)
+            stack.push_async_callback(server.close)
+            self.journal.writer.commit_observer = metrics.observe_commit
+            hooks.append(MetricsHooks(metrics, self))
+        return hooks
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit code."""
@@ -98,12 +117,14 @@ class Daemon:
                 registry.register_module(module)
 
             self.catalog = PipelineCatalog(registry, config.pipeline_dirs, limits=FileLimits(
-                max_bytes=config.limits.max_pipeline_file_bytes, max_depth=config.limits.max_json_depth))
+                max_bytes=config.limits.max_pipeline_file_bytes, max_depth=config.limits.max_json_depth),
+                strict=config.strict)
             self.catalog.load_all()
 
+            self.tracer = self._tracer(stack)
             services = await self._services(stack)
             self.runs = RunManager(journal=self.journal, catalog=self.catalog, registry=registry, config=config,
-                                   services=services)
+                                   services=services, hooks=await self._observers(stack))
 
             sock = self._activated_socket()
             self.server = ControlServer(
@@ -154,10 +175,26 @@ class Daemon:
     async def _close_journal(self) -> None:
         await self.journal.close()
 
+    def _tracer(self, stack: AsyncExitStack) -> RunTracer:
+        """Span ids for every run (journaled, passed on as traceparent); exported when configured."""
+        provider = None
+        if self.config.tracing.otlp_endpoint:
+            provider = tracer_provider(service_name=self.config.tracing.service_name,
+                                       otlp_endpoint=self.config.tracing.otlp_endpoint)
+            stack.callback(provider.shutdown)  # flushes the spans still batched
+
+        async def first_execution(run_id: str) -> bool:
+            row = await self.journal.get_run(run_id)
+            return not row.resumed_count and not row.recovery_attempts
+
+        return RunTracer(provider, first_execution=first_execution)
+
     async def _services(self, stack: AsyncExitStack) -> dict[str, Any]:
         # Shell stages inherit these names of our environment on top of their clean base.
         base: dict[str, Any] = {"env_allow": tuple(self.config.env_allow),
                                 "max_stage_output_bytes": self.config.limits.max_stage_output_bytes}
+        # The tracer's ids: journaled with each result, and passed on as traceparent.
+        base.update({"span_ids": self.tracer.span_ids, "traceparent": self.tracer.traceparent})
         if not self.config.providers:
             return base
         from flowmasond.components.llm.providers import ProviderConfig, build_providers
@@ -165,7 +202,8 @@ class Daemon:
         configs = {name: ProviderConfig.model_validate(raw) for name, raw in self.config.providers.items()}
         providers = build_providers(configs, self.config.default_provider)
         stack.push_async_callback(providers.aclose)
-        return {**base, "providers": providers, "default_provider": self.config.default_provider}
+        return {**base, "providers": providers, "default_provider": self.config.default_provider,
+                "token_sink": self.tokens.publish}
 
     async def _start_scheduler(self, stack: AsyncExitStack) -> None:
         """Start the cron scheduler (after its catch-up) and the pipeline folder watcher."""

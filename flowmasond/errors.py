@@ -73,14 +73,25 @@ class PipelineValidationError(PipelineError):
 class ValidationIssue:
     """One problem in a pipeline file, located by stage and field."""
 
-    __slots__ = ("field", "file", "message", "stage")
+    __slots__ = ("field", "file", "message", "severity", "stage")
 
     def __init__(self, message: str, *, file: str | None = None, stage: str | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, severity: str = "error") -> None:
         self.file = file
         self.stage = stage
         self.field = field
         self.message = message
+        # "error": the file is rejected; "warning": it loads (a key unknown to FlowMason and to
+        # us, dropped), unless validation is strict.
+        self.severity = severity
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == "warning"
+
+    def as_error(self) -> ValidationIssue:
+        """The same issue with error severity (``--strict``)."""
+        return ValidationIssue(self.message, file=self.file, stage=self.stage, field=self.field)
 
     def __str__(self) -> str:
         where = []
@@ -89,14 +100,16 @@ class ValidationIssue:
         if self.field:
             where.append(f"field '{self.field}'")
         prefix = ", ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        text = f"{prefix}: {self.message}" if prefix else self.message
+        return f"warning: {text}" if self.is_warning else text
 
     def __repr__(self) -> str:
         return f"ValidationIssue({self.to_dict()!r})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the socket and the CLI's ``--json``."""
-        return {"file": self.file, "stage": self.stage, "field": self.field, "message": self.message}
+        return {"file": self.file, "stage": self.stage, "field": self.field, "message": self.message,
+                "severity": self.severity}
 
 
 class ComponentNotFoundError(FlowmasonError):

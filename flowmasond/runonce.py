@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from flowmason_client.inputs import parse_inputs
+from flowmasond.components.llm.providers import ProviderConfig, build_providers
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.dag import DAGExecutor, RunOutcome
 from flowmasond.engine.interfaces import ComponentResult, ExecutionHooks, RunStatus, StageStatus
 from flowmasond.engine.models import PipelineConfig, StageConfig
 from flowmasond.engine.registry import ComponentRegistry
-from flowmasond.errors import PipelineValidationError
+from flowmasond.errors import ConfigurationError, FlowmasonError, PipelineValidationError
 from flowmasond.pipelines.catalog import PipelineCatalog
-from flowmasond.pipelines.loader import load_pipeline_file
+from flowmasond.pipelines.loader import check_pipeline_file
 
 
 class ConsoleReporter(ExecutionHooks):
@@ -46,10 +51,52 @@ class ConsoleReporter(ExecutionHooks):
         print(f"  retry {path} attempt {attempt} failed ({error}); next in {delay_s:.2f}s", file=self.out, flush=True)
 
 
+# The environment convention of OpenAI's own clients, honoured when no configuration names providers.
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
+ENV_PROVIDER = "openai"
+
+
+def provider_configs(config_file: str | None,
+                     environ: Mapping[str, str]) -> tuple[dict[str, ProviderConfig], str | None]:
+    """The providers for a foreground run: ``[providers.*]`` of ``config_file``, else the environment.
+
+    From the environment: ``OPENAI_API_KEY`` and/or ``OPENAI_BASE_URL`` (a local server may need no
+    key) make one provider named ``openai``; ``OPENAI_MODEL`` picks its default model.
+    """
+    if config_file is not None:
+        # Imported here: the configuration module (tomllib, its models) costs a cold run-once without
+        # --config tens of milliseconds (issue 15's cold-start aim).
+        from flowmasond.config import load_config
+
+        daemon_config = load_config(config_file, env=dict(environ))
+        if daemon_config.providers:
+            configs = {name: ProviderConfig.model_validate(raw) for name, raw in daemon_config.providers.items()}
+            return configs, daemon_config.default_provider
+    key, base_url = environ.get("OPENAI_API_KEY", "").strip(), environ.get("OPENAI_BASE_URL", "").strip()
+    if not key and not base_url:
+        return {}, None
+    config = ProviderConfig(base_url=base_url or OPENAI_DEFAULT_BASE_URL,
+                            default_model=environ.get("OPENAI_MODEL", "").strip() or OPENAI_DEFAULT_MODEL,
+                            api_key_env="OPENAI_API_KEY" if key else None)
+    return {ENV_PROVIDER: config}, ENV_PROVIDER
+
+
 async def run_file(path: Path, inputs: dict[str, Any], *, registry: ComponentRegistry,
-                   pipeline_dirs: list[Path], out: TextIO, max_concurrency: int = 10) -> RunOutcome:
-    """Load and run one file; sibling ``*.pipeline.json`` files serve subpipeline lookups."""
-    pipeline: PipelineConfig = load_pipeline_file(path, registry)
+                   pipeline_dirs: list[Path], out: TextIO, max_concurrency: int = 10,
+                   providers: dict[str, ProviderConfig] | None = None,
+                   default_provider: str | None = None, strict: bool = False) -> RunOutcome:
+    """Load and run one file; sibling ``*.pipeline.json`` files serve subpipeline lookups.
+
+    Warnings about the file (keys unknown to FlowMason and flowmasond) go to stderr; with
+    ``strict`` they are errors.
+    """
+    check = check_pipeline_file(path, registry, strict=strict)
+    for warning in check.warnings:
+        print(f"{check.file}: {warning}", file=sys.stderr, flush=True)
+    if not check.ok:
+        raise PipelineValidationError(check.file, check.issues)
+    pipeline: PipelineConfig = check.config  # type: ignore[assignment]
     catalog = PipelineCatalog(registry, pipeline_dirs or [path.parent])
     catalog.load_all()
 
@@ -60,14 +107,17 @@ async def run_file(path: Path, inputs: dict[str, Any], *, registry: ComponentReg
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, token.cancel, f"signal {sig.name}")
+    built = build_providers(providers, default_provider) if providers else None
     executor = DAGExecutor(registry, hooks=ConsoleReporter(out), max_concurrency=max_concurrency,
-                           pipelines=lookup)
+                           pipelines=lookup, providers=built, default_provider=built.default if built else None)
     print(f"run {pipeline.id} ({len(pipeline.stages)} stages)", file=out, flush=True)
     try:
         return await executor.execute(pipeline, inputs, cancellation=token)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if built is not None:
+            await built.aclose()
 
 
 def main(args: Any) -> int:
@@ -84,11 +134,21 @@ def main(args: Any) -> int:
     for module in args.components or []:
         registry.register_module(module)
     try:
+        providers, default_provider = provider_configs(getattr(args, "config", None), os.environ)
+    except (FlowmasonError, ValidationError) as exc:
+        print(f"flowmasond run-once: {exc}", file=sys.stderr)
+        return 2
+    try:
         outcome = asyncio.run(run_file(Path(args.file), inputs, registry=registry,
-                                       pipeline_dirs=[Path(p) for p in args.pipelines or []], out=sys.stdout))
+                                       pipeline_dirs=[Path(p) for p in args.pipelines or []], out=sys.stdout,
+                                       providers=providers, default_provider=default_provider,
+                                       strict=bool(getattr(args, "strict", False))))
     except PipelineValidationError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    except ConfigurationError as exc:
+        print(f"flowmasond run-once: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"flowmasond run-once: {exc}", file=sys.stderr)
         return 1

@@ -512,7 +512,7 @@ class RunManager:
 
     # -- subpipelines --------------------------------------------------------------------------------
     async def _run_child(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
-                         inputs: dict[str, Any]) -> RunOutcome:
+                         inputs: dict[str, Any], *, cancellation: CancellationToken | None = None) -> RunOutcome:
         row = await self.find(child_run_id)
         snapshot = None
         if row is None:
@@ -530,8 +530,8 @@ class RunManager:
         await self.journal.set_run_status(child_run_id, RunStatus.RUNNING, expected=[RunStatus.PENDING])
         outcome = await self.executor.execute(pipeline, inputs, run_id=child_run_id,
                                               store=self.journal.run_store(child_run_id), snapshot=snapshot,
-                                              cancellation=parent.cancellation, force=parent.force,
-                                              depth=parent.depth + 1)
+                                              cancellation=cancellation or parent.cancellation,
+                                              force=parent.force, depth=parent.depth + 1)
         status = outcome.status
         if status is RunStatus.CANCELLED and parent.cancellation.reason == SHUTDOWN:
             status = RunStatus.INTERRUPTED

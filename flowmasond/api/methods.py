@@ -32,14 +32,15 @@ from flowmason_client.protocol import (
 from flowmasond import __version__
 from flowmasond.api.dispatch import Dispatcher, StreamResult
 from flowmasond.api.framing import RpcError
+from flowmasond.api.graph import run_graph
 from flowmasond.api.peercred import PeerInfo
 from flowmasond.engine.interfaces import ErrorType, RunStatus
-from flowmasond.errors import (LimitExceededError, PermissionDeniedError, PipelineValidationError, StageError,
-                               StartingError)
-from flowmasond.pipelines.loader import FileLimits, load_pipeline_dict, load_pipeline_file, value_depth
+from flowmasond.errors import LimitExceededError, PermissionDeniedError, StageError, StartingError
+from flowmasond.pipelines.loader import FileLimits, check_pipeline_dict, check_pipeline_file, value_depth
 from flowmasond.runs import event_dict
 from flowmasond.pipelines.dag_text import dag_rows
 from flowmasond.scheduling.entries import ScheduleNotFoundError
+from flowmasond.streaming import TOKEN_KIND, with_tokens
 
 if TYPE_CHECKING:
     from flowmasond.daemon import Daemon
@@ -99,6 +100,7 @@ def stage_rows(snapshot: Any, pipeline: Any, run_status: RunStatus) -> list[dict
             "handled": result.handled, "started_at": result.started_at, "finished_at": result.finished_at,
             "duration_ms": max(result.finished_at - result.started_at, 0.0) * 1000.0,
             "usage": result.usage.to_dict(), "output": result.output,
+            "trace_id": result.trace_id, "span_id": result.span_id,
         })
     for path, attempt in snapshot.attempts.items():
         if path not in seen:
@@ -167,7 +169,9 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     async def health(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
         state = "stopping" if daemon.stopping else ("ok" if daemon.ready else "starting")
         return {"status": state, "version": __version__,
-                "uptime_s": time.monotonic() - daemon.started_monotonic}
+                "uptime_s": time.monotonic() - daemon.started_monotonic,
+                # What the caller's uid may do, so that a viewer shows only the actions it may take.
+                "uid": peer.uid, "can_mutate": peer.privileged}
 
     async def version(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
         return {"version": __version__, "protocol_version": PROTOCOL_VERSION,
@@ -198,6 +202,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             "path": str(entry.path), "stage_count": len(p.stages),
             "schedules": [s.model_dump(mode="json") for s in p.schedules],
             "valid": not entry.issues, "definition_hash": p.content_hash(),
+            "warnings": [i.to_dict() for i in entry.warnings],
             "error": {"message": "the file on disk is invalid; the last good version is in force",
                       "issues": [i.to_dict() for i in entry.issues]} if entry.issues else None,
         }
@@ -222,18 +227,16 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             # The daemon may run as root: reading an arbitrary path for any peer would leak files.
             raise PermissionDeniedError("validating a file by path needs a privileged peer; send the definition "
                                         "inline instead", uid=peer.uid, path=params.path)
-        try:
-            if params.path is not None:
-                pipeline = load_pipeline_file(Path(params.path), catalog.registry, file_limits)
-            else:
-                pipeline = load_pipeline_dict(dict(params.definition or {}), catalog.registry, source="<request>",
-                                              limits=file_limits)
-        except PipelineValidationError as exc:
-            return {"valid": False, "issues": [i.to_dict() for i in exc.issues]}
-        except OSError as exc:
-            return {"valid": False, "issues": [{"file": params.path, "stage": None, "field": None,
-                                                "message": f"cannot read: {exc.strerror or exc}"}]}
-        return {"valid": True, "pipeline_id": pipeline.id, "issues": []}
+        if params.path is not None:
+            check = check_pipeline_file(Path(params.path), catalog.registry, file_limits, strict=catalog.strict)
+        else:
+            check = check_pipeline_dict(dict(params.definition or {}), catalog.registry, "<request>", file_limits,
+                                        strict=catalog.strict)
+        warnings = [i.to_dict() for i in check.warnings]
+        if not check.ok:
+            return {"valid": False, "issues": [i.to_dict() for i in check.issues], "warnings": warnings}
+        assert check.config is not None
+        return {"valid": True, "pipeline_id": check.config.id, "issues": [], "warnings": warnings}
 
     async def runs_start(params: RunStartParams, peer: PeerInfo) -> dict[str, Any]:
         depth = value_depth(params.inputs, limits.max_json_depth)
@@ -297,6 +300,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             reused = {p for e in first if e.kind == "run.forked" for p in (e.data or {}).get("reused", [])}
             for stage in info["stages"]:
                 stage["reused"] = stage["path"] in reused
+        info["graph"] = run_graph(pipeline)
         return info
 
     async def runs_output(params: RunOutputParams, peer: PeerInfo) -> dict[str, Any]:
@@ -313,8 +317,12 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     async def runs_events(params: RunEventsParams, peer: PeerInfo) -> AsyncIterator[Any]:
         last = params.after_id or 0
         if params.follow:
-            async for event in manager.follow(params.run_id, after_id=last, follow=True):
-                last = max(last, int(event["id"]))
+            # Streamed LLM tokens ride along, as non-durable events (they do not move last_id).
+            source = with_tokens(manager.follow(params.run_id, after_id=last, follow=True), daemon.tokens,
+                                 params.run_id, after_id=last)
+            async for event in source:
+                if event["kind"] != TOKEN_KIND:
+                    last = max(last, int(event["id"]))
                 yield event
             yield StreamResult({"events": [], "last_id": last, "more": False,
                                 "run": run_view(await _row(params.run_id))})

@@ -9,5 +9,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "flowmasond.components.operators.http",
     "flowmasond.components.operators.data",
     "flowmasond.components.operators.misc",
+    "flowmasond.components.operators.routing",
     "flowmasond.components.llm.nodes",
 )

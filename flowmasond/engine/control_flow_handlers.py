@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import ChainMap
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flowmasond.engine.cancellation import CancellationToken
+from flowmasond.engine.expressions import ExpressionError, truthy
 from flowmasond.engine.flow_state import ControlFlowState, TryPhase
+from flowmasond.engine.models import RetryConfig
+from flowmasond.engine.templates import evaluate_expression
 from flowmasond.engine.interfaces import ComponentResult, ErrorType, RunStatus, StageStatus
 from flowmasond.engine.visibility import visible_output
-from flowmasond.errors import ChildRunInterruptedError, RunCancelledError, UnsafeToRepeatError
+from flowmasond.errors import (
+    ChildRunInterruptedError,
+    PipelineNotFoundError,
+    RunCancelledError,
+    UnsafeToRepeatError,
+)
 
 if TYPE_CHECKING:
     from flowmasond.engine.dag import DAGExecutor, Frame, ExecutingRun, ScopeOutcome
@@ -27,14 +37,15 @@ if TYPE_CHECKING:
 # What a handler hands back besides its result: states to commit with it, by stage path.
 StateUpdates = list[tuple[str, ControlFlowState]]
 
-_FALSE_STRINGS = frozenset({"", "false", "0"})
-
-
-def truthy(value: Any) -> bool:
-    """Condition semantics: the strings "false", "0" and "" are false; otherwise Python truth."""
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE_STRINGS
-    return bool(value)
+def _route_key(value: Any, routes: dict[str, list[str]], case_insensitive: bool) -> str | None:
+    """The route key ``value`` selects (its string form; case-folded on request), else None."""
+    if value is None:
+        return None
+    key = str(value).lower() if isinstance(value, bool) else str(value)
+    if key in routes or not case_insensitive:
+        return key
+    folded = key.casefold()
+    return next((k for k in routes if k.casefold() == folded), key)
 
 
 class ControlFlowHandler:
@@ -63,7 +74,14 @@ class ControlFlowHandler:
         return Frame(prefix=f"{path}/", upstream=changes.get("upstream", frame.upstream),
                      variables=changes.get("variables", frame.variables),
                      failures_handled=changes.get("failures_handled", False),
-                     catcher=changes.get("catcher"))
+                     catcher=changes.get("catcher"),
+                     retry_default=changes.get("retry_default", frame.retry_default))
+
+    def _expression(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame, source: str,
+                    extra: dict[str, Any]) -> Any:
+        """A FlowMason expression field evaluated in the stage's template scope (sandboxed)."""
+        scope = self.engine.template_scope(run, stage.id, path, frame)
+        return evaluate_expression(source, scope, extra)
 
     async def _branch(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                       state: ControlFlowState, decided: bool) -> ScopeOutcome:
@@ -96,21 +114,41 @@ class ControlFlowHandler:
                            input: Any) -> tuple[ComponentResult, StateUpdates]:
         state = run.flow.get(path)
         decided = state is not None
-        branch = bool(state.branch) if state is not None else truthy(input.condition)
+        if state is not None:
+            branch = bool(state.branch)
+        else:
+            value = input.condition
+            if input.condition_expression is not None:
+                try:
+                    value = self._expression(run, stage, path, frame, input.condition_expression,
+                                             {"condition": input.condition, "data": input.pass_data})
+                except ExpressionError as exc:
+                    return _plain_failure(stage, ErrorType.CONFIGURATION, f"condition_expression: {exc}"), []
+            branch = truthy(value)
         chosen = input.true_branch_stages if branch else input.false_branch_stages
         others = input.false_branch_stages if branch else input.true_branch_stages
         # The selection follows from the committed branch and the (pinned) config, so a version-1
         # state, which held only the branch, replays the same way.
         state = ControlFlowState.branch_taken("conditional", branch=branch, selected=chosen, skipped=others)
         scope = await self._branch(run, stage, path, frame, state, decided)
-        return self._branch_result(stage, scope, {"branch": branch}, list(others)), []
+        output = {"branch_taken": "true" if branch else "false", "condition_result": branch,
+                  "condition_value": input.condition, "data": input.pass_data, "branch": branch}
+        return self._branch_result(stage, scope, output, list(others)), []
 
     async def _router(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                       input: Any) -> tuple[ComponentResult, StateUpdates]:
         state = run.flow.get(path)
         decided = state is not None
         if state is None:
-            key = None if input.value is None else str(input.value)
+            value = input.value
+            if input.value_expression is not None:
+                try:
+                    value = self._expression(run, stage, path, frame, input.value_expression,
+                                             {"value": input.value, "data": input.pass_data})
+                except ExpressionError as exc:
+                    return _plain_failure(stage, ErrorType.CONFIGURATION, f"value_expression: {exc}"), []
+            key = _route_key(value, input.routes, input.case_insensitive)
+            matched = value.casefold() if input.case_insensitive and isinstance(value, str) else value
             if key in input.routes:
                 route, chosen = key, input.routes[key]
             elif isinstance(input.default_route, str):
@@ -120,14 +158,18 @@ class ControlFlowHandler:
             else:
                 route, chosen = None, []
         else:
-            route, chosen = state.route, list(state.selected)
+            route, chosen, matched = state.route, list(state.selected), state.matched_value
         all_ids = [s for ids in input.routes.values() for s in ids]
         if isinstance(input.default_route, list):
             all_ids += input.default_route
         others = [s for s in dict.fromkeys(all_ids) if s not in chosen]
-        state = ControlFlowState.branch_taken("router", route=route, selected=list(chosen), skipped=others)
+        state = ControlFlowState.branch_taken("router", route=route, selected=list(chosen), skipped=others,
+                                              matched_value=matched)
         scope = await self._branch(run, stage, path, frame, state, decided)
-        return self._branch_result(stage, scope, {"route": route}, others), []
+        output = {"route_taken": route if route is not None else "default", "original_value": input.value,
+                  "matched_value": matched, "stages_to_execute": list(chosen), "stages_to_skip": others,
+                  "data": input.pass_data, "route": route}
+        return self._branch_result(stage, scope, output, others), []
 
     # -- foreach -------------------------------------------------------------------------------------
     async def _foreach(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
@@ -140,18 +182,31 @@ class ControlFlowHandler:
             if not isinstance(items, list):
                 return _plain_failure(stage, ErrorType.VALIDATION,
                                       f"items must be a list, got {type(items).__name__}"), []
-            await self.engine.commit(run, states=[(path, ControlFlowState.loop(items))])
+            total = len(items)
+            if input.filter_expression is not None:
+                try:
+                    items = [item for index, item in enumerate(items) if truthy(self._expression(
+                        run, stage, path, frame, input.filter_expression,
+                        {input.item_variable: item, input.index_variable: index, "item": item, "index": index}))]
+                except ExpressionError as exc:
+                    return _plain_failure(stage, ErrorType.CONFIGURATION, f"filter_expression: {exc}"), []
+            await self.engine.commit(run, states=[(path, ControlFlowState.loop(items, total_items=total))])
         else:
             items = list(state.items)
+            total = state.total_items if state.total_items is not None else len(items)
         group = run.plan.group(input.loop_stages)
         outputs: list[Any] = [None] * len(items)
         errors: list[dict[str, Any]] = []
         first_failure: tuple[int, ScopeOutcome] | None = None
+        processed: set[int] = set()
 
         async def iteration(index: int) -> ScopeOutcome:
             variables = {**frame.variables, input.item_variable: items[index],
-                         input.index_variable: index, "item": items[index], "index": index}
-            child = self._child_frame(frame, f"{path}/{index}", upstream=ChainMap({}, frame.upstream),
+                         input.index_variable: index, "item": items[index], "index": index,
+                         "loop_item": items[index], "loop_index": index}
+            # FlowMason's {{upstream.<foreach>.current_item}} inside the loop body.
+            current = {stage.id: {"current_item": items[index], "current_index": index, "total_items": total}}
+            child = self._child_frame(frame, f"{path}/{index}", upstream=ChainMap(current, frame.upstream),
                                       variables=variables, failures_handled=not input.break_on_error)
             return await self.engine.run_group(run, group, child)
 
@@ -159,6 +214,7 @@ class ControlFlowHandler:
             nonlocal first_failure
             if not scope.results:
                 return  # nothing of the iteration ran (the run returned before it)
+            processed.add(index)
             if scope.failed is not None:
                 errors.append({"index": index, "stage": scope.failed.stage_id, "path": scope.failed_path,
                                "error": scope.failed.error,
@@ -202,9 +258,9 @@ class ControlFlowHandler:
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for task in sorted(done, key=lambda t: running[t]):
                         index = running.pop(task)
-                        exc = task.exception()
-                        if exc is not None:
-                            raise exc
+                        error = task.exception()
+                        if error is not None:
+                            raise error
                         record(index, task.result())
             finally:
                 for task in running:
@@ -214,7 +270,12 @@ class ControlFlowHandler:
         if run.cancellation.cancelled and not run.returned:
             raise RunCancelledError(run.cancellation.reason or "cancelled", run_id=run.run_id)
         errors.sort(key=lambda e: e["index"])
-        output = {"results": outputs, "errors": errors, "count": len(items)}
+        last = max(processed) if processed else None
+        output = {"results": outputs if input.collect_results else [], "errors": errors, "count": len(items),
+                  "total_items": total, "processed_items": len(processed),
+                  "skipped_items": total - len(processed), "is_complete": len(processed) == len(items),
+                  "current_item": items[last] if last is not None else None,
+                  "current_index": last if last is not None else 0}
         if input.break_on_error and first_failure is not None:
             return _failed(stage, first_failure[1], output), []
         return _success(stage, output), []
@@ -226,16 +287,25 @@ class ControlFlowHandler:
 
         propagate = input.error_scope == "propagate"
         caught = self._caught(run, path)
+        uncaught: ComponentResult | None = None
+        recovered = False
         failure: tuple[ComponentResult, str | None] | None = None
         stopped: RunCancelledError | None = None
         try:
             if caught is None:
                 # A failure in the try phase is committed together with this trycatch's catch state
                 # (DAGExecutor.run_stage, through the frame's catcher).
-                catcher = Catcher(path=path, propagate=propagate)
+                catcher = Catcher(path=path, propagate=propagate,
+                                  error_types=frozenset(input.catch_error_types))
+                retry = RetryConfig(max_retries=input.max_retries, initial_delay_ms=input.retry_delay_ms,
+                                    max_delay_ms=max(input.retry_delay_ms, 30_000), jitter=False) \
+                    if input.max_retries else frame.retry_default
                 try_scope = await self.engine.run_group(
-                    run, run.plan.group(input.try_stages), self._child_frame(frame, path, catcher=catcher))
+                    run, run.plan.group(input.try_stages),
+                    self._child_frame(frame, path, catcher=catcher, retry_default=retry))
                 caught = self._caught(run, path) if try_scope.failed is not None else None
+                if try_scope.failed is not None and caught is None:
+                    uncaught = try_scope.failed
             # What the try stages committed is visible to the catch and finally stages, and those
             # a failure kept from running show None: the same whether the try phase just ran or a
             # resume found it over (then the try stages are not run again).
@@ -244,10 +314,18 @@ class ControlFlowHandler:
             # fired inside the catch stages still lets them finish.
             if caught is not None:
                 error = {"message": caught.message, "type": caught.error_type, "stage": caught.stage}
+                # FlowMason's {{upstream.<trycatch>.error}} inside the catch stages; the trycatch's
+                # own result replaces it when the stage completes.
+                frame.upstream[stage.id] = {"error": caught.message, "error_message": caught.message,
+                                            "error_type": caught.error_type, "failed_stage": caught.stage,
+                                            "error_occurred": True}
                 catch_frame = self._child_frame(frame, path, variables={**frame.variables, "error": error})
                 catch_scope = await self.engine.run_group(run, run.plan.group(input.catch_stages), catch_frame)
                 if catch_scope.failed is not None:
                     failure = (catch_scope.failed, catch_scope.failed_path)
+                else:
+                    # FlowMason's meaning: the error was handled and the run goes on.
+                    recovered = not propagate
             else:
                 run.visibility.hide_all(frame.upstream, input.catch_stages, f"{path}/")
         except RunCancelledError as exc:
@@ -265,10 +343,18 @@ class ControlFlowHandler:
                 failure = (fin.failed, fin.failed_path)
         if stopped is not None:
             raise stopped
-        output = {"status": "caught" if caught else "success",
-                  "error": caught.message if caught else None,
-                  "error_type": caught.error_type if caught else None,
-                  "failed_stage": caught.stage if caught else None}
+        if uncaught is not None and failure is None:
+            failure = (uncaught, None)
+        message = caught.message if caught else (uncaught.error if uncaught is not None else None)
+        output = {"status": "caught" if caught else ("error" if uncaught is not None else "success"),
+                  "error_occurred": caught is not None or uncaught is not None,
+                  "error_message": message, "recovered": recovered, "error": message,
+                  "error_type": caught.error_type if caught else (
+                      uncaught.error_type.value if uncaught is not None and uncaught.error_type else None),
+                  "failed_stage": caught.stage if caught else (uncaught.stage_id if uncaught is not None else None),
+                  "try_result": {s: frame.upstream.get(s) for s in input.try_stages},
+                  "catch_result": {s: frame.upstream.get(s) for s in input.catch_stages},
+                  "data": input.pass_data}
         if failure is not None:
             result = failure[0]
             return ComponentResult(stage_id=stage.id, component_type=stage.component_type,
@@ -308,11 +394,32 @@ class ControlFlowHandler:
                                   f"{MAX_SUBPIPELINE_DEPTH} (a pipeline calling itself?)"), []
         state = run.flow.get(path)
         if state is None or state.child_run_id is None:
+            if input.pipeline_version is not None:
+                try:
+                    found = self.engine.lookup_pipeline(input.pipeline_id).version
+                except PipelineNotFoundError as exc:
+                    return _plain_failure(stage, ErrorType.CONFIGURATION, exc.message), []
+                if found != input.pipeline_version:
+                    return _plain_failure(stage, ErrorType.CONFIGURATION,
+                                          f"pipeline '{input.pipeline_id}' is version {found}, "
+                                          f"not the pipeline_version {input.pipeline_version} asked for"), []
             state = ControlFlowState.child_run(input.pipeline_id, new_run_id())
             await self.engine.commit(run, states=[(path, state)])
         assert state.child_run_id is not None and state.pipeline_id is not None
-        child = await self.engine.child_runner(run, path, state.child_run_id, state.pipeline_id,
-                                               dict(input.input_data))
+        started = _now()
+        token, timed_out, release = self._child_token(run, input.timeout_ms)
+        try:
+            child = await self.engine.child_runner(run, path, state.child_run_id, state.pipeline_id,
+                                                   dict(input.input_data), cancellation=token)
+        finally:
+            release()
+        elapsed_ms = int((_now() - started) * 1000)
+        output: dict[str, Any] = {"pipeline_id": state.pipeline_id, "run_id": child.run_id,
+                                  "child_run_id": child.run_id, "execution_time_ms": elapsed_ms}
+        if child.status is RunStatus.CANCELLED and timed_out():
+            message = (f"child run {child.run_id} of '{state.pipeline_id}' passed timeout_ms "
+                       f"({input.timeout_ms} ms)")
+            return self._child_failed(stage, input, output, "timeout", message, ErrorType.TIMEOUT), []
         if child.status is RunStatus.CANCELLED:
             raise RunCancelledError("child run cancelled", run_id=run.run_id, child_run_id=child.run_id)
         if child.status is RunStatus.INTERRUPTED:
@@ -324,27 +431,77 @@ class ControlFlowHandler:
             # recovered like the child would have been: automatically.
             raise ChildRunInterruptedError(message, cause_code=err.get("code"), run_id=run.run_id,
                                            child_run_id=child.run_id, path=path)
-        output = {"child_run_id": child.run_id, "output": child.output}
         if child.status is not RunStatus.SUCCEEDED:
             err = child.error or {}
-            result = _plain_failure(stage, ErrorType.COMPONENT,
-                                    f"child run {child.run_id} of '{state.pipeline_id}' failed: "
-                                    f"{err.get('message', 'unknown error')}")
-            result.output = output
+            message = (f"child run {child.run_id} of '{state.pipeline_id}' failed: "
+                       f"{err.get('message', 'unknown error')}")
+            result = self._child_failed(stage, input, output, "failed", message, ErrorType.COMPONENT)
+            result.usage = child.usage
             return result, []
-        result = _success(stage, output)
+        result = _success(stage, {**output, "status": "completed", "result": child.output, "output": child.output,
+                                  "error": None})
         result.usage = child.usage
         return result, []
+
+    def _child_token(self, run: ExecutingRun, timeout_ms: int | None) -> tuple[CancellationToken, Callable[[], bool],
+                                                                             Callable[[], None]]:
+        """The child's cancellation: the parent's, or with timeout_ms a linked token cancelled on time."""
+        if timeout_ms is None:
+            return run.cancellation, lambda: False, lambda: None
+        parent = run.cancellation
+        child = CancellationToken(grace_s=parent.grace_s)
+        fired = False
+
+        def expire() -> None:
+            nonlocal fired
+            fired = True
+            # A deadline: in-flight stages of the child stop at once, without the cancel grace.
+            child.cancel("subpipeline timeout_ms passed", grace_s=0.0)
+
+        def follow_parent() -> None:
+            child.cancel(parent.reason or "cancelled", grace_s=parent.grace_s)
+
+        parent.add_callback(follow_parent)
+        if parent.cancelled:
+            follow_parent()
+        timer = asyncio.get_running_loop().call_later(timeout_ms / 1000, expire)
+
+        def release() -> None:
+            timer.cancel()
+            parent.remove_callback(follow_parent)
+
+        return child, lambda: fired and not parent.cancelled, release
+
+    @staticmethod
+    def _child_failed(stage: StageConfig, input: Any, output: dict[str, Any], status: str, message: str,
+                      error_type: ErrorType) -> ComponentResult:
+        """A failed child run: this stage fails, or with on_error=continue returns default_result."""
+        output = {**output, "status": status, "error": message, "result": input.default_result,
+                  "output": input.default_result}
+        if input.on_error == "continue":
+            return _success(stage, output)
+        result = _plain_failure(stage, error_type, message)
+        result.output = output
+        return result
 
     # -- return ----------------------------------------------------------------------------------------
     async def _return(self, run: ExecutingRun, stage: StageConfig, path: str, frame: Frame,
                       input: Any) -> tuple[ComponentResult, StateUpdates]:
-        if not truthy(input.condition):
-            return _success(stage, {"returned": False, "message": input.message}), []
+        condition = input.condition
+        if input.condition_expression is not None:
+            try:
+                condition = self._expression(run, stage, path, frame, input.condition_expression, {})
+            except ExpressionError as exc:
+                return _plain_failure(stage, ErrorType.CONFIGURATION, f"condition_expression: {exc}"), []
+        if not truthy(condition):
+            return _success(stage, {"should_return": False, "return_value": None, "message": input.message,
+                                    "status": input.status, "returned": False}), []
         # Committed with this stage's result; the executor sets the run's return flag as it commits,
         # before the commit is awaited, so no sibling starts meanwhile.
         state = ControlFlowState.return_fired(input.return_value, input.message)
-        return _success(stage, {"returned": True, "message": input.message}), [(path, state)]
+        return _success(stage, {"should_return": True, "return_value": input.return_value,
+                                "message": input.message, "status": input.status,
+                                "returned": True}), [(path, state)]
 
 
 def _now() -> float:

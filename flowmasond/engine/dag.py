@@ -32,7 +32,7 @@ from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import (ChildRunner, ComponentResult, CompositeHooks, ErrorType,
                                           ExecutionHooks, Record, RunSnapshot, RunStatus, RunStore,
                                           StageGate, StageStatus, UsageMetrics)
-from flowmasond.engine.models import PipelineConfig
+from flowmasond.engine.models import PipelineConfig, RetryConfig
 from flowmasond.engine.plan import ExecutionPlan, Group
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.engine.templates import TemplateScope, resolve
@@ -41,6 +41,7 @@ from flowmasond.errors import (
     ChildRunInterruptedError,
     FlowmasonError,
     JournalError,
+    PipelineError,
     PipelineNotFoundError,
     RetryExhaustedError,
     RunCancelledError,
@@ -81,6 +82,15 @@ class Catcher:
 
     path: str  # the trycatch's stage path, where its ControlFlowState is journaled
     propagate: bool  # error_scope=propagate: the failure is not handled, so a resume retries it
+    # catch_error_types: only failures of these ErrorTypes are caught (empty: every failure)
+    error_types: frozenset[str] = frozenset()
+
+    def catches(self, result: ComponentResult) -> bool:
+        """Whether this trycatch catches the failure ``result``."""
+        if not self.error_types:
+            return True
+        kind = result.error_type.value if result.error_type else ErrorType.UNKNOWN.value
+        return kind in self.error_types
 
 
 @dataclass(slots=True)
@@ -94,6 +104,8 @@ class Frame:
     failures_handled: bool = False
     # Set for a trycatch's try stages: their failure is committed with the trycatch's catch state.
     catcher: Catcher | None = None
+    # The retry policy of leaf stages without a retry_config of their own (trycatch max_retries).
+    retry_default: RetryConfig | None = None
 
 
 @dataclass(slots=True)
@@ -242,7 +254,7 @@ class DAGExecutor:
             depth=depth, logger=log.bind(run_id=run_id, pipeline_id=pipeline.id),
             slots=asyncio.Semaphore(self.max_concurrency) if self.max_concurrency > 0 else None,
         )
-        run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id}
+        run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_version": pipeline.version}
         for path, state in snapshot.states.items():
             run.apply(path, state)
         if self.hooks is not None:
@@ -257,6 +269,9 @@ class DAGExecutor:
         pipeline = run.pipeline
         outcome = RunOutcome(run_id=run.run_id, pipeline_id=pipeline.id, status=RunStatus.RUNNING)
         try:
+            if pipeline.abstract:
+                raise PipelineError(f"pipeline '{pipeline.id}' is abstract (a base for pipelines that "
+                                    "extend it); run one of those instead", pipeline=pipeline.id)
             _check_schema(pipeline.input_schema, run.inputs, "input", pipeline.id)
             top = Frame(prefix="", upstream=run.upstream, variables={})
             scope = await self.run_group(run, run.plan.top, top)
@@ -358,6 +373,9 @@ class DAGExecutor:
                     if restored is not None:
                         self._restore(run, member, path, restored, frame)
                         complete(member, restored)
+                        continue
+                    if not run.plan.stages[member].enabled:
+                        complete(member, await self._skip(run, member, path, frame, "disabled (enabled: false)"))
                         continue
                     declared = group.declared[member]
                     if declared and all(_skipped(run.committed.get(frame.prefix + rel)) for rel in declared):
@@ -500,7 +518,8 @@ class DAGExecutor:
         states: StateUpdates = []
         try:
             config = resolve(stage.config, self.template_scope(run, member, path, frame), stage=member,
-                             shell=getattr(meta.input_model, "shell_templates", None)) if stage.config else {}
+                             shell=getattr(meta.input_model, "shell_templates", None),
+                             defer=meta.deferred_template_roots) if stage.config else {}
             input_model = meta.input_model.model_validate(config)
         except TemplateError as exc:
             result = _config_failure(stage, ErrorType.CONFIGURATION, str(exc))
@@ -517,10 +536,13 @@ class DAGExecutor:
         if result.status is StageStatus.FAILED:
             if stage.on_error == "continue" or frame.failures_handled:
                 result.handled = True
-            elif frame.catcher is not None:
+            elif frame.catcher is not None and frame.catcher.catches(result):
                 states = [*states, (frame.catcher.path, ControlFlowState.caught_failure(path, result))]
                 # A propagated failure is not handled: a resume runs it again.
                 result.handled = not frame.catcher.propagate
+        span_ids = self.services.get("span_ids")  # the daemon's tracer: journaled with the result
+        if span_ids is not None:
+            result.trace_id, result.span_id = span_ids(run.run_id, path)
         await self.commit(run, (path, result), frame, states=states)
         if self.hooks is not None:
             await self.hooks.on_stage_complete(run.run_id, path, stage, result)
@@ -535,6 +557,8 @@ class DAGExecutor:
                 "safe to repeat; resume with force to run it again", stage=stage.id, path=path,
                 attempt=attempt_base, run_id=run.run_id)
         instance = self.registry.instance(stage.component_type)
+        if frame.retry_default is not None and stage.retry_config is None:
+            stage = stage.model_copy(update={"retry_config": frame.retry_default})
         semaphore = run.slots
         if semaphore is None:
             return await self.executor.execute(
@@ -551,10 +575,11 @@ class DAGExecutor:
 
     # -- subpipelines ------------------------------------------------------------------------------
     async def _run_child_in_memory(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
-                                   inputs: dict[str, Any]) -> RunOutcome:
+                                   inputs: dict[str, Any], *,
+                                   cancellation: CancellationToken | None = None) -> RunOutcome:
         pipeline = self.lookup_pipeline(pipeline_id)
-        return await self.execute(pipeline, inputs, run_id=child_run_id, cancellation=parent.cancellation,
-                                  depth=parent.depth + 1)
+        return await self.execute(pipeline, inputs, run_id=child_run_id,
+                                  cancellation=cancellation or parent.cancellation, depth=parent.depth + 1)
 
 
 def _skipped(result: ComponentResult | None) -> bool:

@@ -53,8 +53,12 @@ class ControlFlowState:
     route: str | None = None
     selected: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
-    # foreach: the loop's items, fixed when the loop starts (progress is its committed iterations)
+    # router: the value compared with the route keys (after value_expression and case folding)
+    matched_value: Any = None
+    # foreach: the loop's items, fixed when the loop starts (progress is its committed iterations),
+    # and how many there were before filter_expression selected them
     items: tuple[Any, ...] | None = None
+    total_items: int | None = None
     # trycatch
     phase: TryPhase | None = None
     caught: CaughtError | None = None
@@ -71,14 +75,15 @@ class ControlFlowState:
     # -- constructors: what each handler decides ----------------------------------------------------
     @classmethod
     def branch_taken(cls, kind: str, *, selected: list[str], skipped: list[str], branch: bool | None = None,
-                     route: str | None = None) -> ControlFlowState:
+                     route: str | None = None, matched_value: Any = None) -> ControlFlowState:
         """A conditional's branch or a router's route, with the stages it runs and those it skips."""
-        return cls(kind=kind, branch=branch, route=route, selected=tuple(selected), skipped=tuple(skipped))
+        return cls(kind=kind, branch=branch, route=route, selected=tuple(selected), skipped=tuple(skipped),
+                   matched_value=matched_value)
 
     @classmethod
-    def loop(cls, items: list[Any]) -> ControlFlowState:
-        """A foreach's item list, journaled before its first iteration."""
-        return cls(kind="foreach", items=tuple(items))
+    def loop(cls, items: list[Any], total_items: int | None = None) -> ControlFlowState:
+        """A foreach's item list (after filter_expression), journaled before its first iteration."""
+        return cls(kind="foreach", items=tuple(items), total_items=total_items)
 
     @classmethod
     def caught_failure(cls, failed_path: str, result: ComponentResult) -> ControlFlowState:
@@ -107,10 +112,14 @@ class ControlFlowState:
                 data["branch"] = self.branch
             else:
                 data["route"] = self.route
+                if self.matched_value is not None:
+                    data["matched_value"] = self.matched_value
             data["selected"] = list(self.selected)
             data["skipped"] = list(self.skipped)
         elif kind == "foreach":
             data["items"] = None if self.items is None else list(self.items)
+            if self.total_items is not None:
+                data["total_items"] = self.total_items
         elif kind == "trycatch":
             data["phase"] = self.phase.value if self.phase else None
             c = self.caught
@@ -140,13 +149,15 @@ class ControlFlowState:
         if not isinstance(kind, str):
             raise JournalError("a control-flow state names no kind", value=repr(dict(data))[:200])
         caught = data.get("caught")
-        known = {"v", "kind", "branch", "route", "selected", "skipped", "items", "phase", "caught",
+        known = {"v", "kind", "branch", "route", "matched_value", "selected", "skipped", "items", "total_items",
+                 "phase", "caught",
                  "pipeline_id", "child_run_id", "returned", "return_value", "message"}
         items = data.get("items")
         return cls(
             kind=kind, branch=data.get("branch"), route=data.get("route"),
             selected=tuple(data.get("selected") or ()), skipped=tuple(data.get("skipped") or ()),
-            items=None if items is None else tuple(items),
+            items=None if items is None else tuple(items), total_items=data.get("total_items"),
+            matched_value=data.get("matched_value"),
             phase=TryPhase(data["phase"]) if data.get("phase") else None,
             caught=None if not caught else CaughtError(caught.get("message"), caught.get("error_type"),
                                                        caught.get("stage"), caught.get("path")),

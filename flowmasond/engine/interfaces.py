@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from flowmasond.engine.flow_state import ControlFlowState
 
 if TYPE_CHECKING:
+    from flowmasond.engine.cancellation import CancellationToken
     from flowmasond.engine.context import ExecutionContext
     from flowmasond.engine.dag import ExecutingRun, RunOutcome
     from flowmasond.engine.models import PipelineConfig, StageConfig
@@ -169,6 +170,9 @@ class ComponentResult:
     # A failure the pipeline chose to live with (on_error=continue, a foreach that does not break,
     # a trycatch that caught it). Unhandled failures are retried when a failed run is resumed.
     handled: bool = False
+    # The W3C trace (the run's) and span (this execution's) ids, hex; None when nothing traced it.
+    trace_id: str | None = None
+    span_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -190,6 +194,8 @@ class ComponentResult:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "handled": self.handled,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
         }
 
     @classmethod
@@ -206,6 +212,8 @@ class ComponentResult:
             started_at=float(data.get("started_at") or 0.0),
             finished_at=float(data.get("finished_at") or 0.0),
             handled=bool(data.get("handled")),
+            trace_id=data.get("trace_id"),
+            span_id=data.get("span_id"),
         )
 
     @classmethod
@@ -384,7 +392,7 @@ class ChildRunner(Protocol):
     """Runs (or resumes) a subpipeline's child run; the daemon supplies a journaled one."""
 
     async def __call__(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,
-                       inputs: dict[str, Any]) -> RunOutcome: ...
+                       inputs: dict[str, Any], *, cancellation: CancellationToken | None = None) -> RunOutcome: ...
 
 
 class StageGate(Protocol):

@@ -8,6 +8,7 @@ A component is a class with a pydantic ``Input`` model, an optional ``Output`` m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -20,7 +21,7 @@ from typing import Any, Callable, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from flowmasond.engine.models import RetryConfig
+from flowmasond.engine.models import RetryConfig, canonical_component_name
 from flowmasond.errors import ComponentNotFoundError, ConfigurationError
 
 ComponentKind = Literal["node", "operator", "control_flow"]
@@ -79,6 +80,9 @@ class ComponentMeta:
     safe_to_repeat: bool = True  # False: a crash mid-stage stops the run for an operator decision
     input_model: type[BaseModel] = ComponentInput
     output_model: type[BaseModel] | None = None
+    # Template roots the component evaluates itself (json_transform's {{data.x}}): the engine
+    # leaves strings reading them unresolved.
+    deferred_template_roots: frozenset[str] = frozenset()
 
     @property
     def default_timeout_ms(self) -> int:
@@ -101,7 +105,8 @@ C = TypeVar("C", bound=type)
 
 def _decorator(kind: ComponentKind, name: str, *, description: str = "",
                timeout_ms: int | None = None, retry: RetryConfig | dict[str, Any] | None = None,
-               safe_to_repeat: bool = True) -> Callable[[C], C]:
+               safe_to_repeat: bool = True, deferred_template_roots: frozenset[str] = frozenset(),
+               ) -> Callable[[C], C]:
     def wrap(cls: C) -> C:
         input_model = getattr(cls, "Input", None)
         if not (inspect.isclass(input_model) and issubclass(input_model, BaseModel)):
@@ -116,6 +121,7 @@ def _decorator(kind: ComponentKind, name: str, *, description: str = "",
             timeout_ms=timeout_ms,
             retry=RetryConfig.model_validate(retry) if isinstance(retry, dict) else retry,
             safe_to_repeat=safe_to_repeat, input_model=input_model, output_model=output_model,
+            deferred_template_roots=frozenset(deferred_template_roots),
         )
         setattr(cls, META_ATTR, meta)
         return cls
@@ -163,6 +169,9 @@ class ComponentRegistry:
         meta = component_meta(component_cls)
         if meta is None:
             raise TypeError(f"{component_cls!r} is not decorated with @node, @operator or @control_flow")
+        if canonical_component_name(meta.name) != meta.name:
+            # Stage files may spell it either way (`my-thing`, `my_thing`); both resolve here.
+            meta = dataclasses.replace(meta, name=canonical_component_name(meta.name))
         if meta.name in self._meta and not replace and self._meta[meta.name].cls is not component_cls:
             raise ConfigurationError(f"component type {meta.name!r} is registered twice",
                                      existing=self._meta[meta.name].cls.__module__,
@@ -201,19 +210,20 @@ class ComponentRegistry:
         return found
 
     def __contains__(self, name: object) -> bool:
-        return name in self._meta
+        return isinstance(name, str) and canonical_component_name(name) in self._meta
 
     def names(self) -> list[str]:
         return sorted(self._meta)
 
     def meta(self, name: str) -> ComponentMeta:
         try:
-            return self._meta[name]
+            return self._meta[canonical_component_name(name)]
         except KeyError:
             raise ComponentNotFoundError(f"unknown component type {name!r}", component_type=name) from None
 
     def instance(self, name: str) -> Any:
         """The shared instance of a component (components must keep no per-run state)."""
+        name = canonical_component_name(name)
         inst = self._instances.get(name)
         if inst is None:
             inst = self._instances[name] = self.meta(name).cls()

@@ -1,5 +1,7 @@
 """Template resolution for stage configs: ``{{input.a}}``, ``{{upstream.s.f}}``, ``{{s.output.f}}``,
-``{{env.VAR}}`` and ``{{context.key}}``.
+``{{env.VAR}}`` and ``{{context.key}}``; list items as ``xs.0`` or ``xs[0]``; anything else inside
+the braces (``{{len(x)}}``, ``{{a or b}}``, ``{{x if c else y}}``, ``{{now()}}``) is an expression
+evaluated in Jinja2's sandbox (``flowmasond.engine.expressions``).
 
 This is on the engine's hot path (every stage, every foreach iteration), so each distinct template
 string is parsed once (``_compile`` is cached) and a string without ``{{`` is returned after one
@@ -19,14 +21,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from flowmasond.engine.expressions import Expression, ExpressionError, compile_expression
 from flowmasond.errors import TemplateError
 
-RefKind = Literal["input", "upstream", "seed", "env", "context", "invalid"]
+RefKind = Literal["input", "upstream", "seed", "env", "context", "expr", "invalid"]
 Location = tuple[str | int, ...]  # dict keys and list indexes leading to a value in a config
 ROOTS = ("input", "upstream", "env", "context")
 
 # Inner text may not hold braces, so `{{{x}}}` finds `{{x}}` and stray single braces stay literal.
 _TEMPLATE_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+# A dotted path (`a.b.0`, `a.b[1]`): no whitespace, operators, calls or quotes. Anything else is
+# an expression.
+_PATHISH = re.compile(r"[^\s(){}'\"+*/%<>=!,|~?:&^@#]+")
+_BRACKET_INDEX = re.compile(r"\[(-?\d+)\]")
 # Distinct template strings in a daemon are bounded by its pipeline files; this leaves ample room.
 _COMPILE_CACHE_SIZE = 8192
 # Enough keys to spot a typo in an error message without dumping a huge mapping.
@@ -52,6 +59,9 @@ class TemplateRef:
     error: str | None = None
     # Each segment pre-parsed as a list index (None when not an integer), so lookups never re-parse.
     _indexes: tuple[int | None, ...] = field(default=(), repr=False, compare=False)
+    # kind "expr": the compiled expression; `names` are the free names it reads.
+    expression: Expression | None = field(default=None, repr=False, compare=False)
+    names: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -122,17 +132,21 @@ def walk_references(value: Any, where: Location = ()) -> Iterator[tuple[Location
 
 
 def resolve(value: Any, scope: TemplateScope, *, stage: str | None = None,
-            shell: tuple[str, str] | None = None) -> Any:
+            shell: tuple[str, str] | None = None, defer: frozenset[str] = frozenset()) -> Any:
     """Resolve every template in ``value`` (a string, or dicts/lists nested to any depth).
 
     Containers are always copied, so a component can never mutate the pipeline's own config.
     ``shell`` = (command field, env field) of a component whose string command runs through a
-    shell: see ``_resolve_shell_command``. Raises ``TemplateError`` naming the template, the
-    missing segment and the config field.
+    shell: see ``_resolve_shell_command``. A string holding a template that reads one of the
+    ``defer`` roots (``{{data.x}}`` in a ``json_transform``) is left as it is, for the component
+    to evaluate. Raises ``TemplateError`` naming the template, the missing segment and the config
+    field.
     """
     try:
         if shell is not None and isinstance(value, Mapping):
             return _resolve_with_shell_command(value, scope, *shell)
+        if defer:
+            return _resolve_deferring(value, scope, defer)
         return _resolve(value, scope)
     except _Unresolved as exc:
         field_path = ".".join(reversed(exc.where)) or None
@@ -254,6 +268,40 @@ def _shell_state_after(text: str, state: str) -> tuple[str, bool]:
     return state, escaped
 
 
+def _resolve_deferring(value: Any, scope: TemplateScope, defer: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        return value if reads_roots(value, defer) else _resolve(value, scope)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            try:
+                out[key] = _resolve_deferring(item, scope, defer)
+            except _Unresolved as exc:
+                exc.where.append(str(key))
+                raise
+        return out
+    if isinstance(value, (list, tuple)):
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_resolve_deferring(item, scope, defer))
+            except _Unresolved as exc:
+                exc.where.append(str(i))
+                raise
+        return items
+    return value
+
+
+def reads_roots(text: str, roots: frozenset[str]) -> bool:
+    """Whether a template in ``text`` reads one of ``roots`` (as a path root or an expression name)."""
+    if "{{" not in text:
+        return False
+    for part in _compile(text).parts:
+        if isinstance(part, TemplateRef) and (part.root in roots or part.names & roots):
+            return True
+    return False
+
+
 def _render(compiled: _Compiled, scope: TemplateScope) -> Any:
     if compiled.single is not None:
         return _lookup(compiled.single, scope)
@@ -311,7 +359,9 @@ def _compile(text: str) -> _Compiled:
 def _parse_ref(text: str, inner: str) -> TemplateRef:
     if not inner:
         return _invalid(text, "", "empty template")
-    segments = tuple(inner.split("."))
+    if not _PATHISH.fullmatch(inner) or "[" in _BRACKET_INDEX.sub("", inner) or "]" in _BRACKET_INDEX.sub("", inner):
+        return _parse_expression(text, inner)
+    segments = tuple(_BRACKET_INDEX.sub(r".\1", inner).split("."))
     if any(not s.strip() for s in segments):
         return _invalid(text, segments[0], "empty path segment")
     root, rest = segments[0], segments[1:]
@@ -331,6 +381,15 @@ def _parse_ref(text: str, inner: str) -> TemplateRef:
         return _ref(text, "seed", root, root, rest[1:])
     return _invalid(text, root, f"unknown root '{root}' (expected input, upstream, env, context, "
                                 "or <stage>.output)")
+
+
+def _parse_expression(text: str, inner: str) -> TemplateRef:
+    try:
+        expression = compile_expression(inner)
+    except ExpressionError as exc:
+        return _invalid(text, inner.split(".", 1)[0], str(exc))
+    return TemplateRef(text=text, kind="expr", root="", stage=None, path=(), expression=expression,
+                       names=expression.names)
 
 
 def _ref(text: str, kind: RefKind, root: str, stage: str | None, path: tuple[str, ...]) -> TemplateRef:
@@ -383,7 +442,49 @@ def _lookup(ref: TemplateRef, scope: TemplateScope) -> Any:
             raise _Unresolved(ref.text, f"context has no '{ref.path[0]}' (available: "
                                         f"{_keys_hint(scope.context)})")
         return _walk(ref, scope.context, "context")
+    if kind == "expr":
+        return _evaluate(ref, scope)
     raise _Unresolved(ref.text, ref.error or "invalid template")
+
+
+def _evaluate(ref: TemplateRef, scope: TemplateScope) -> Any:
+    assert ref.expression is not None
+    try:
+        return ref.expression.evaluate(_names_for(ref.names, scope))
+    except ExpressionError as exc:
+        raise _Unresolved(ref.text, str(exc)) from None
+
+
+def evaluate_expression(source: str, scope: TemplateScope, extra: Mapping[str, Any] | None = None) -> Any:
+    """A FlowMason expression field (``condition_expression``...) evaluated in a stage's scope.
+
+    ``extra`` adds names (``value``, ``item``). An undefined result (a missing key) is None, so
+    a condition on a missing key is false. Raises ``ExpressionError``.
+    """
+    expression = compile_expression(source)
+    names = _names_for(expression.names, scope)
+    if extra:
+        names.update({k: v for k, v in extra.items() if k in expression.names})
+    return expression.evaluate(names, strict=False)
+
+
+def _names_for(wanted: frozenset[str], scope: TemplateScope) -> dict[str, Any]:
+    """The values of the free names of an expression: the roots, then stages, then context."""
+    names: dict[str, Any] = {}
+    for name in wanted:
+        if name == "input":
+            names[name] = scope.input
+        elif name == "upstream":
+            names[name] = scope.upstream
+        elif name == "env":
+            names[name] = scope.env
+        elif name == "context":
+            names[name] = scope.context
+        elif name in scope.upstream:
+            names[name] = {"output": scope.upstream[name]}  # the seed's {{<stage>.output.x}}
+        elif name in scope.context:
+            names[name] = scope.context[name]  # loop variables: {{item.name}}
+    return names
 
 
 def _walk(ref: TemplateRef, value: Any, where: str) -> Any:
@@ -435,3 +536,22 @@ def _type_name(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return f"a {type(value).__name__}"
+
+
+def render_expressions(text: str, names: Mapping[str, Any]) -> Any:
+    """``text`` with every ``{{...}}`` evaluated as an expression over ``names`` alone.
+
+    For components that evaluate their own templates (``json_transform`` reads ``{{data.x}}``).
+    A string that is exactly one template keeps the value's native type. Raises
+    ``ExpressionError``.
+    """
+    parts: list[Any] = []
+    pos = 0
+    for match in _TEMPLATE_RE.finditer(text):
+        parts.append(text[pos:match.start()])
+        parts.append(compile_expression(match.group(1)).evaluate(names))
+        pos = match.end()
+    parts.append(text[pos:])
+    if len(parts) == 3 and parts[0] == "" and parts[2] == "":
+        return parts[1]
+    return "".join(p if i % 2 == 0 else _as_text(p) for i, p in enumerate(parts))

@@ -5,7 +5,8 @@ nowhere else, whether the result was just committed, restored on resume, skipped
 branch that was not taken:
 
 * a stage that succeeded shows its output; a failed or skipped one shows ``None`` (the key exists,
-  so a template can test it, but there is no output to read);
+  so a template can test it, but there is no output to read), except that a stage that failed
+  under ``on_error: continue`` shows its ``fallback_output`` when it has one (FlowMason's field);
 * the stages nested under a control-flow stage that run once (not inside a foreach: those have one
   result per item) are visible to its siblings too, each with its own committed result;
 * a stage that never ran (a branch not taken, a catch after a clean try) shows ``None``.
@@ -37,9 +38,17 @@ class UpstreamVisibility:
     def __init__(self, plan: ExecutionPlan) -> None:
         self.plan = plan
 
+    def visible(self, member: str, result: ComponentResult) -> Any:
+        """What dependents of ``member`` see of ``result`` (``fallback_output`` included)."""
+        if result.status is StageStatus.FAILED and result.handled:
+            stage = self.plan.stages.get(member)
+            if stage is not None and stage.on_error == "continue" and stage.fallback_output is not None:
+                return stage.fallback_output
+        return visible_output(result)
+
     def publish(self, upstream: MutableMapping[str, Any], member: str, result: ComponentResult) -> None:
         """``member`` (at the frame's level) finished with ``result``."""
-        upstream[member] = visible_output(result)
+        upstream[member] = self.visible(member, result)
 
     def publish_nested(self, upstream: MutableMapping[str, Any], member: str, prefix: str,
                        committed: Mapping[str, ComponentResult]) -> None:
@@ -47,7 +56,7 @@ class UpstreamVisibility:
         for path, child in self.plan.flat_descendants(member, prefix):
             result = committed.get(path)
             if result is not None:
-                upstream[child] = visible_output(result)
+                upstream[child] = self.visible(child, result)
             else:
                 upstream.setdefault(child, None)
 

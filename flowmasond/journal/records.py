@@ -7,6 +7,7 @@ does not hold (that needs a migration).
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 from typing import Any
@@ -21,7 +22,7 @@ _ERROR_TYPE = {error_type.value: error_type for error_type in ErrorType}
 
 
 def result_values(result: ComponentResult) -> tuple[Any, ...]:
-    """``insert_result`` parameters ?4 to ?19 of ``result``, in the order the query lists them."""
+    """``insert_result`` parameters ?4 to ?21 of ``result``, in the order the query lists them."""
     usage = result.usage
     error_type = result.error_type
     return (result.stage_id, result.component_type, result.status.value,
@@ -29,7 +30,7 @@ def result_values(result: ComponentResult) -> tuple[Any, ...]:
             None if error_type is None else error_type.value, result.attempts,
             result.started_at, result.finished_at, 1 if result.handled else 0,
             usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.duration_ms,
-            usage.provider, usage.model)
+            usage.provider, usage.model, result.trace_id, result.span_id)
 
 
 def state_value(state: ControlFlowState) -> str:
@@ -51,13 +52,30 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
         attempts = cursor.execute(q.snapshot_attempts, (run_id,)).fetchall()
     finally:
         cursor.execute("COMMIT")
+    # Building thousands of small acyclic objects would trigger the cyclic collector several
+    # times (full collections of the whole heap among them, 30-50 ms at 10,000 stages); none of
+    # them can be garbage, so collection waits until the snapshot is built.
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        snapshot = _decode(records)
+    finally:
+        if collecting:
+            gc.enable()
+    snapshot.attempts = {path: attempt for path, attempt in attempts}
+    return snapshot
+
+
+def _decode(records: list[tuple[Any, ...]]) -> RunSnapshot:
+    """The snapshot of ``records`` (``snapshot_records`` rows, oldest first; the latest wins)."""
     snapshot = RunSnapshot()
     results, states = snapshot.results, snapshot.states
     state_of = ControlFlowState.from_json  # reads version-1 rows of older journals too
     loads, status_of, error_type_of = json.loads, _STATUS.__getitem__, _ERROR_TYPE.get
     result_of, usage_of = ComponentResult, UsageMetrics
     for (kind, path, decision, stage_id, component_type, status, output, error, error_type,
-         llm_usage, duration_ms, attempts_made, started_at, finished_at, handled) in records:
+         llm_usage, duration_ms, attempts_made, started_at, finished_at, handled, trace_id, span_id) in records:
         if kind == "result":
             if llm_usage is None:
                 usage = usage_of(0, 0, 0.0, duration_ms, None, None)
@@ -69,8 +87,7 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
                 stage_id, component_type, status_of(status),
                 None if output is None else loads(output), error,
                 None if error_type is None else error_type_of(error_type),
-                usage, attempts_made, started_at, finished_at, handled == 1)
+                usage, attempts_made, started_at, finished_at, handled == 1, trace_id, span_id)
         else:
             states[path] = state_of(loads(decision))
-    snapshot.attempts = {path: attempt for path, attempt in attempts}
     return snapshot

@@ -229,6 +229,8 @@ class JournalWriter:
         self._checkpoints = 0
         self._since_checkpoint = 0
         self._kill_after = int(os.environ.get(FAILPOINT_ENV) or 0)
+        # Called with (seconds, requests) after each committed group: the daemon's metrics.
+        self.commit_observer: Callable[[float, int], None] | None = None
 
     async def start(self) -> None:
         """Start the writer task (the connection must be configured and migrated)."""
@@ -413,6 +415,7 @@ class JournalWriter:
 
     async def _commit(self, group: list[_Request]) -> None:
         self._committing = True
+        began = time.perf_counter()
         try:
             outcomes, inline = await self._run_transaction(group)
         except asyncio.CancelledError:
@@ -433,6 +436,11 @@ class JournalWriter:
         finally:
             self._committing = False
         self._count(group, committed=True, inline=inline)
+        if self.commit_observer is not None:
+            try:
+                self.commit_observer(time.perf_counter() - began, len(group))
+            except Exception:  # noqa: BLE001 - observing a commit must never fail it
+                log.exception("journal commit observer failed")
         if self._kill_after and self._transactions >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
         for request, (ok, value) in zip(group, outcomes):

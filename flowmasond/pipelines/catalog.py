@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 
 import structlog
 
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.engine.registry import ComponentRegistry
-from flowmasond.errors import FlowmasonError, PipelineNotFoundError, PipelineValidationError, ValidationIssue
-from flowmasond.pipelines.loader import DEFAULT_LIMITS, FileLimits, load_pipeline_file
+from flowmasond.errors import FlowmasonError, PipelineNotFoundError, ValidationIssue
+from flowmasond.pipelines.loader import DEFAULT_LIMITS, FileLimits, check_pipeline_file
 
 log = structlog.get_logger("flowmasond.pipelines")
 
@@ -26,15 +26,18 @@ class CatalogEntry:
     path: Path
     issues: list[ValidationIssue] = field(default_factory=list)  # of the latest version of the file
     mtime: float = 0.0
+    # Keys unknown to FlowMason and flowmasond in the version in force (dropped when it loaded).
+    warnings: list[ValidationIssue] = field(default_factory=list)
 
 
 class PipelineCatalog:
     """Pipelines by id, loaded from folders; an invalid edit keeps the last good version in force."""
 
     def __init__(self, registry: ComponentRegistry, folders: Iterable[str | Path] = (), *,
-                 limits: FileLimits = DEFAULT_LIMITS) -> None:
+                 limits: FileLimits = DEFAULT_LIMITS, strict: bool = False) -> None:
         self.registry = registry
         self.limits = limits
+        self.strict = strict  # warnings (keys unknown to FlowMason and us) reject a file
         self.folders = [Path(f) for f in folders]
         self._by_id: dict[str, CatalogEntry] = {}
         self._id_of_path: dict[Path, str] = {}
@@ -99,10 +102,7 @@ class PipelineCatalog:
         path = Path(path).resolve()
         try:
             mtime = path.stat().st_mtime
-            pipeline = load_pipeline_file(path, self.registry, self.limits)
-        except PipelineValidationError as exc:
-            self._record_problem(path, exc.issues)
-            return None
+            check = check_pipeline_file(path, self.registry, self.limits, strict=self.strict)
         except FileNotFoundError:
             return self.remove_file(path)
         except (OSError, FlowmasonError) as exc:
@@ -113,6 +113,16 @@ class PipelineCatalog:
             self._record_problem(path, [ValidationIssue(f"cannot load: {type(exc).__name__}: {exc}"[:500],
                                                         file=str(path))])
             return None
+        if not check.ok:
+            if not path.exists():
+                return self.remove_file(path)
+            self._record_problem(path, check.issues)
+            return None
+        pipeline = check.config
+        assert pipeline is not None
+        if check.warnings:
+            log.warning("pipeline_warnings", file=str(path), pipeline_id=pipeline.id,
+                        warnings=[str(i) for i in check.warnings])
         clash = self._by_id.get(pipeline.id)
         if clash is not None and clash.path != path and clash.pipeline is not None:
             self._record_problem(path, [ValidationIssue(
@@ -122,14 +132,26 @@ class PipelineCatalog:
         if old_id is not None and old_id != pipeline.id:
             self._by_id.pop(old_id, None)
         previous = self._by_id.get(pipeline.id)
-        self._by_id[pipeline.id] = CatalogEntry(pipeline=pipeline, path=path, mtime=mtime)
+        self._by_id[pipeline.id] = CatalogEntry(pipeline=pipeline, path=path, mtime=mtime,
+                                                warnings=list(check.warnings))
         self._id_of_path[path] = pipeline.id
         self._broken.pop(path, None)
         if previous is None or previous.pipeline is None or \
                 previous.pipeline.content_hash() != pipeline.content_hash():
             log.info("pipeline_loaded", pipeline_id=pipeline.id, file=str(path), stages=len(pipeline.stages))
+            self._reload_children(pipeline.id, path)
             return pipeline.id
         return None
+
+    def _reload_children(self, parent_id: str, parent_path: Path) -> None:
+        """Pipelines that ``extends`` ``parent_id`` are merged again with its new version, and files
+        rejected for their ``extends`` (the parent was missing or broken) are tried again."""
+        for entry in list(self._by_id.values()):
+            if entry.pipeline is not None and entry.pipeline.extends == parent_id and entry.path != parent_path:
+                self.load_file(entry.path)
+        for path, issues in list(self._broken.items()):
+            if path != parent_path and any(issue.field == "extends" for issue in issues):
+                self.load_file(path)
 
     def remove_file(self, path: str | Path) -> str | None:
         path = Path(path).resolve()
@@ -138,6 +160,8 @@ class PipelineCatalog:
         if pid is not None and (entry := self._by_id.get(pid)) is not None and entry.path == path:
             del self._by_id[pid]
             log.info("pipeline_removed", pipeline_id=pid, file=str(path))
+            # Children of a removed parent keep their last good version and report why.
+            self._reload_children(pid, path)
             return pid
         return None
 

@@ -18,7 +18,14 @@ from pydantic import BaseModel, ValidationError
 from flowmasond.engine.models import PipelineConfig, RetryConfig, ScheduleConfig, StageConfig
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.errors import PipelineValidationError, ValidationIssue
+from flowmasond.pipelines.compat import (
+    InheritanceError,
+    resolve_extends,
+    unknown_keys,
+    unknown_override_targets,
+)
 from flowmasond.pipelines.validation import (
+    accepted_keys,
     describe_pydantic_error,
     did_you_mean,
     sort_issues,
@@ -50,6 +57,8 @@ class PipelineCheck:
     file: str
     config: PipelineConfig | None
     issues: list[ValidationIssue] = field(default_factory=list)
+    # Keys unknown to FlowMason and to flowmasond (dropped); errors instead when strict.
+    warnings: list[ValidationIssue] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,78 +75,173 @@ def pipeline_id_from_path(path: str | os.PathLike[str]) -> str:
 
 
 def load_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry,
-                       limits: FileLimits = DEFAULT_LIMITS) -> PipelineConfig:
+                       limits: FileLimits = DEFAULT_LIMITS, *, strict: bool = False) -> PipelineConfig:
     """Read and validate one pipeline file; raises ``PipelineValidationError`` with every issue."""
-    check = check_pipeline_file(path, registry, limits)
+    check = check_pipeline_file(path, registry, limits, strict=strict)
     if check.config is None or check.issues:
         raise PipelineValidationError(check.file, check.issues)
     return check.config
 
 
 def load_pipeline_dict(data: Any, registry: ComponentRegistry, source: str = "<pipeline>",
-                       limits: FileLimits = DEFAULT_LIMITS) -> PipelineConfig:
+                       limits: FileLimits = DEFAULT_LIMITS, *, strict: bool = False) -> PipelineConfig:
     """Validate an already-parsed pipeline (``id`` required); ``source`` names it in issues."""
-    depth = value_depth(data, limits.max_depth)
-    if depth > limits.max_depth:
-        raise PipelineValidationError(source, [_too_deep(source, limits)])
-    check = check_pipeline_data(data, registry, source)
+    check = check_pipeline_dict(data, registry, source, limits, strict=strict)
     if check.config is None or check.issues:
         raise PipelineValidationError(check.file, check.issues)
     return check.config
 
 
 def check_pipeline_file(path: str | os.PathLike[str], registry: ComponentRegistry,
-                        limits: FileLimits = DEFAULT_LIMITS) -> PipelineCheck:
-    """Like ``load_pipeline_file`` but returns the issues instead of raising."""
+                        limits: FileLimits = DEFAULT_LIMITS, *, strict: bool = False) -> PipelineCheck:
+    """Like ``load_pipeline_file`` but returns the issues instead of raising.
+
+    A file that ``extends`` another is merged onto its parent, found in the same folder as
+    ``<parent id>.pipeline.json`` or as any pipeline file there whose ``id`` is the parent id.
+    """
     file = str(path)
+    data, problems, duplicates = _read_json(Path(path), file, limits)
+    if problems:
+        return PipelineCheck(file=file, config=None, issues=problems)
+    assert isinstance(data, dict)
+    inherited_issues: list[ValidationIssue] = []
+    if "extends" in data:
+        data, inherited_issues = _resolve_inheritance(Path(path), data, file, limits)
+        if data is None:
+            return PipelineCheck(file=file, config=None, issues=inherited_issues)
+    try:
+        check = check_pipeline_data(data, registry, file, strict=strict)
+    except RecursionError:
+        return PipelineCheck(file=file, config=None, issues=[_too_deep(file, limits)])
+    if strict:
+        inherited_issues = [issue.as_error() for issue in inherited_issues]
+    errors = [i for i in inherited_issues if not i.is_warning]
+    warnings = [i for i in inherited_issues if i.is_warning] + check.warnings
+    # A repeated key silently keeps its last value in JSON; here that would drop config unseen.
+    errors += [ValidationIssue(f"duplicate JSON key '{key}' (only the last value would be used)",
+                               file=file) for key in dict.fromkeys(duplicates)]
+    if not errors:
+        return PipelineCheck(file=file, config=check.config, issues=check.issues, warnings=warnings)
+    return PipelineCheck(file=file, config=None, issues=errors + check.issues, warnings=warnings)
+
+
+def _read_json(path: Path, file: str,
+               limits: FileLimits) -> tuple[dict[str, Any] | None, list[ValidationIssue], list[str]]:
+    """The file's JSON object with ``id`` defaulted, or why it cannot be one, within ``limits``."""
     try:
         # Read one byte past the limit instead of trusting stat(): the file may grow meanwhile.
         with open(path, "rb") as fh:
             raw = fh.read(limits.max_bytes + 1)
         if len(raw) > limits.max_bytes:
-            return _failed(file, f"file is larger than the limit max_pipeline_file_bytes = {limits.max_bytes} "
-                                 "bytes; it was not parsed")
+            return None, [ValidationIssue(f"file is larger than the limit max_pipeline_file_bytes = "
+                                          f"{limits.max_bytes} bytes; it was not parsed", file=file)], []
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _failed(file, f"file is not UTF-8 text: {exc.reason} at byte {exc.start}")
+        return None, [ValidationIssue(f"file is not UTF-8 text: {exc.reason} at byte {exc.start}", file=file)], []
     except OSError as exc:
-        return _failed(file, f"cannot read file: {exc.strerror or exc}")
+        return None, [ValidationIssue(f"cannot read file: {exc.strerror or exc}", file=file)], []
     depth = text_depth(text)
     if depth > limits.max_depth:
-        return PipelineCheck(file=file, config=None, issues=[_too_deep(file, limits, depth)])
+        return None, [_too_deep(file, limits, depth)], []
     duplicates: list[str] = []
     try:
         data = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicate_keys(pairs, duplicates))
     except json.JSONDecodeError as exc:
-        return _failed(file, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+        return None, [ValidationIssue(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                                      file=file)], duplicates
     except RecursionError:  # text_depth counts brackets; this is the net under it
-        return PipelineCheck(file=file, config=None, issues=[_too_deep(file, limits)])
+        return None, [_too_deep(file, limits)], duplicates
     if not isinstance(data, dict):
-        return _failed(file, f"a pipeline file must hold a JSON object, not {_json_type(data)}")
+        return None, [ValidationIssue(f"a pipeline file must hold a JSON object, not {_json_type(data)}",
+                                      file=file)], duplicates
     data.setdefault("id", pipeline_id_from_path(path))
+    return data, [], duplicates
+
+
+def _resolve_inheritance(path: Path, data: dict[str, Any], file: str,
+                         limits: FileLimits) -> tuple[dict[str, Any] | None, list[ValidationIssue]]:
+    """``data`` merged onto its ``extends`` chain from ``path``'s folder, or the reason it cannot be."""
+    folder = path.parent
+
+    def load_parent(ref: str) -> dict[str, Any]:
+        parent_id = ref.split("@", 1)[0]
+        candidates = [folder / f"{parent_id}{PIPELINE_SUFFIX}"]
+        candidates += sorted(p for p in folder.glob(f"*{PIPELINE_SUFFIX}") if p not in candidates)
+        for candidate in candidates:
+            if not candidate.is_file() or candidate.resolve() == path.resolve():
+                continue
+            parent, problems, _ = _read_json(candidate, str(candidate), limits)
+            if parent is not None and parent.get("id") == parent_id:
+                return parent
+            if problems and candidate == candidates[0]:
+                raise InheritanceError(f"parent '{parent_id}' ({candidate.name}): {problems[0].message}")
+        raise InheritanceError(f"extends unknown pipeline '{parent_id}' (no pipeline with that id in {folder})")
+
     try:
-        check = check_pipeline_data(data, registry, file)
-    except RecursionError:
-        return PipelineCheck(file=file, config=None, issues=[_too_deep(file, limits)])
-    if not duplicates:
-        return check
-    # A repeated key silently keeps its last value in JSON; here that would drop config unseen.
-    issues = [ValidationIssue(f"duplicate JSON key '{key}' (only the last value would be used)",
-                              file=file) for key in dict.fromkeys(duplicates)]
-    return PipelineCheck(file=file, config=None, issues=issues + check.issues)
+        merged = resolve_extends(data, load_parent, (str(data.get("id")),))
+    except InheritanceError as exc:
+        return None, [ValidationIssue(str(exc), file=file, field="extends")]
+    warnings = [ValidationIssue(f"overrides names '{key}', which is not an inherited stage", file=file,
+                                field=f"overrides.{key}", severity="warning")
+                for key in unknown_override_targets(data, merged)]
+    return merged, warnings
 
 
-def check_pipeline_data(data: Any, registry: ComponentRegistry, file: str) -> PipelineCheck:
-    """Structural then semantic validation of parsed JSON; every issue names ``file``."""
+def check_pipeline_dict(data: Any, registry: ComponentRegistry, source: str = "<pipeline>",
+                        limits: FileLimits = DEFAULT_LIMITS, *, strict: bool = False) -> PipelineCheck:
+    """Like ``load_pipeline_dict`` but returns the issues (and warnings) instead of raising."""
+    if value_depth(data, limits.max_depth) > limits.max_depth:
+        return PipelineCheck(file=source, config=None, issues=[_too_deep(source, limits)])
+    return check_pipeline_data(data, registry, source, strict=strict)
+
+
+def check_pipeline_data(data: Any, registry: ComponentRegistry, file: str, *,
+                        strict: bool = False) -> PipelineCheck:
+    """Structural then semantic validation of parsed JSON; every issue names ``file``.
+
+    Keys unknown to FlowMason and to flowmasond are dropped with a warning (errors when
+    ``strict``); so are config keys a component does not take.
+    """
+    warnings: list[ValidationIssue] = []
+    if isinstance(data, dict):
+        data, warnings = unknown_keys(data, file)
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         issues = _structural_issues(exc, data, file)
         partial, unparsed = _partial_config(data)
         issues.extend(validate_pipeline(partial, registry, file, unparsed_stage_ids=unparsed))
-        return PipelineCheck(file=file, config=None, issues=sort_issues(issues, _raw_stage_ids(data)))
-    issues = validate_pipeline(config, registry, file) + _schema_issues(config, file)
-    return PipelineCheck(file=file, config=None if issues else config, issues=issues)
+        issues, warnings = _split(issues, warnings, strict)
+        return PipelineCheck(file=file, config=None, issues=sort_issues(issues, _raw_stage_ids(data)),
+                             warnings=warnings)
+    issues, warnings = _split(validate_pipeline(config, registry, file) + _schema_issues(config, file),
+                              warnings, strict)
+    if issues:
+        return PipelineCheck(file=file, config=None, issues=issues, warnings=warnings)
+    return PipelineCheck(file=file, config=_drop_unknown_config(config, registry), issues=[],
+                         warnings=warnings)
+
+
+def _split(issues: list[ValidationIssue], warnings: list[ValidationIssue],
+           strict: bool) -> tuple[list[ValidationIssue], list[ValidationIssue]]:
+    everything = warnings + issues
+    if strict:
+        return [i.as_error() if i.is_warning else i for i in everything], []
+    return [i for i in everything if not i.is_warning], [i for i in everything if i.is_warning]
+
+
+def _drop_unknown_config(config: PipelineConfig, registry: ComponentRegistry) -> PipelineConfig:
+    """The pipeline without config keys its components do not take (they were warned about)."""
+    stages = []
+    changed = False
+    for stage in config.stages:
+        model = registry.meta(stage.component_type).input_model
+        accepted = accepted_keys(model) if model.model_config.get("extra") != "allow" else None
+        if accepted is not None and not accepted.issuperset(stage.config):
+            stage = stage.model_copy(update={"config": {k: v for k, v in stage.config.items() if k in accepted}})
+            changed = True
+        stages.append(stage)
+    return config.model_copy(update={"stages": stages}) if changed else config
 
 
 def _schema_issues(config: PipelineConfig, file: str) -> list[ValidationIssue]:
@@ -192,10 +296,6 @@ def value_depth(value: Any, stop_after: int) -> int:
 def _too_deep(file: str, limits: FileLimits, depth: int | None = None) -> ValidationIssue:
     how = f"nested {depth} levels deep" if depth is not None else "nested too deeply to process"
     return ValidationIssue(f"document is {how}; the limit is max_json_depth = {limits.max_depth}", file=file)
-
-
-def _failed(file: str, message: str) -> PipelineCheck:
-    return PipelineCheck(file=file, config=None, issues=[ValidationIssue(message, file=file)])
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:

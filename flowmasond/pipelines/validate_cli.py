@@ -1,7 +1,8 @@
 """``validate FILE...``: check pipeline files offline, without a daemon.
 
 Exit status: 0 when every file is valid, 1 when any file has an error, 2 on a usage error
-(bad arguments, or a component module that cannot be loaded).
+(bad arguments, or a component module that cannot be loaded). Warnings (keys unknown to both
+FlowMason and flowmasond) are printed but do not fail a file unless ``--strict``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None, *,
         print(f"{parser.prog}: {exc}", file=err)
         return EXIT_USAGE
 
-    checks = [check for target in args.files for check in _check_target(Path(target), target, registry)]
+    checks = [check for target in args.files
+              for check in _check_target(Path(target), target, registry, args.strict)]
     if args.json:
         print(json.dumps([_as_json(check) for check in checks], indent=2), file=out)
     else:
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None, *,
             if check.ok:
                 assert check.config is not None
                 print(f"ok  {check.file} ({len(check.config.stages)} stages)", file=out)
-            for issue in check.issues:
+            for issue in [*check.issues, *check.warnings]:
                 print(f"{check.file}: {issue}", file=out)
     return EXIT_OK if all(check.ok for check in checks) else EXIT_INVALID
 
@@ -70,19 +72,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help=f"a pipeline file, or a directory searched for *{PIPELINE_SUFFIX}")
     parser.add_argument("--json", action="store_true", help="print a JSON list of results")
+    parser.add_argument("--strict", action="store_true",
+                        help="keys unknown to both FlowMason and flowmasond are errors, not warnings")
     parser.add_argument("--components", action="append", default=[], metavar="MODULE",
                         help="also register the components defined in this module (repeatable)")
     return parser
 
 
-def _check_target(path: Path, shown: str, registry: ComponentRegistry) -> list[PipelineCheck]:
+def _check_target(path: Path, shown: str, registry: ComponentRegistry, strict: bool) -> list[PipelineCheck]:
     if not path.is_dir():
-        return [check_pipeline_file(shown, registry)]
+        return [check_pipeline_file(shown, registry, strict=strict)]
     files = sorted(path.rglob(f"*{PIPELINE_SUFFIX}"))
     if not files:
         issue = ValidationIssue(f"no *{PIPELINE_SUFFIX} files in this directory", file=shown)
         return [PipelineCheck(file=shown, config=None, issues=[issue])]
-    return [check_pipeline_file(str(file), registry) for file in files]
+    return [check_pipeline_file(str(file), registry, strict=strict) for file in files]
 
 
 def _as_json(check: PipelineCheck) -> dict[str, Any]:
@@ -92,6 +96,7 @@ def _as_json(check: PipelineCheck) -> dict[str, Any]:
         "pipeline_id": check.config.id if check.config is not None else None,
         "stages": len(check.config.stages) if check.config is not None else None,
         "issues": [issue.to_dict() for issue in check.issues],
+        "warnings": [issue.to_dict() for issue in check.warnings],
     }
 
 

@@ -12,14 +12,15 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 
 from flowmasond.components.control_flow_components import child_stage_ids
 from flowmasond.components.llm.settings import LLMSettings
 from flowmasond.engine.models import RESERVED_STAGE_IDS, PipelineConfig, ScheduleConfig, StageConfig
 from flowmasond.engine.registry import ComponentMeta, ComponentRegistry
-from flowmasond.engine.templates import TemplateRef, contains_template, is_template, walk_references
+from flowmasond.engine.templates import ROOTS, TemplateRef, contains_template, is_template, walk_references
 from flowmasond.errors import ValidationIssue
+from flowmasond.pipelines.compat import flowmason_ignored_keys
 from flowmasond.scheduling.cron import cron_problem
 
 # '.' separates template segments and '/' stage-path segments ('loop/3/transform'); braces and
@@ -67,8 +68,10 @@ class _Validator:
         self.issues.extend(_check_schedules(self.config.schedules, self.file))
         return sort_issues(self.issues, [s.id for s in self.stages])
 
-    def _add(self, message: str, *, stage: str | None = None, field: str | None = None) -> None:
-        self.issues.append(ValidationIssue(message, file=self.file, stage=stage, field=field))
+    def _add(self, message: str, *, stage: str | None = None, field: str | None = None,
+             severity: str = "error") -> None:
+        self.issues.append(ValidationIssue(message, file=self.file, stage=stage, field=field,
+                                           severity=severity))
 
     # -- ids and components -------------------------------------------------------------------
 
@@ -127,20 +130,24 @@ class _Validator:
 
     def _check_config(self, stage: StageConfig, meta: ComponentMeta) -> None:
         model = meta.input_model
-        accepted = _accepted_keys(model)
+        accepted = accepted_keys(model)
         forbids_extra = model.model_config.get("extra") != "allow"
         checkable: dict[str, Any] = {}
         templated: set[str] = set()
         for key, value in stage.config.items():
             if key not in accepted:
                 if forbids_extra:
-                    self._add(f"unknown config key '{key}' for component '{meta.name}'"
-                              f"{did_you_mean(key, sorted(accepted), 'accepted keys')}",
-                              stage=stage.id, field=f"config.{key}")
+                    # FlowMason ignores config keys its components do not take; a key it defines
+                    # that flowmasond does not is dropped quietly, any other one is a warning.
+                    if key not in flowmason_ignored_keys(meta.name):
+                        self._add(f"unknown config key '{key}' for component '{meta.name}' is ignored"
+                                  f"{did_you_mean(key, sorted(accepted), 'accepted keys')}",
+                                  stage=stage.id, field=f"config.{key}", severity="warning")
                     continue
             if contains_template(value):
                 # Its value is only known at run time; the engine validates it then.
                 templated.add(key)
+                templated.add(_field_of_alias(model, key))
             else:
                 checkable[key] = value
         try:
@@ -253,6 +260,17 @@ class _Validator:
             current = self.owner.get(current)
         return chain
 
+    def _loop_names(self, stage_id: str) -> set[str]:
+        """Bare names an expression inside foreach/trycatch may read (loop variables, the error)."""
+        names = {"item", "index", "loop_item", "loop_index", "error"}
+        for ancestor in self._ancestors(stage_id):
+            owner_stage = self.by_id.get(ancestor)
+            if owner_stage is not None and owner_stage.component_type == "foreach":
+                for key in ("item_variable", "index_variable"):
+                    if isinstance(owner_stage.config.get(key), str):
+                        names.add(owner_stage.config[key])
+        return names
+
     def _outside_loop(self, reader: str, target: str) -> str | None:
         """The outermost foreach that runs ``target`` per item but does not enclose ``reader``."""
         reader_scope = set(self._ancestors(reader))
@@ -268,11 +286,15 @@ class _Validator:
 
     def _check_templates(self) -> None:
         for stage in self.stages:
+            deferred = self.registry.meta(stage.component_type).deferred_template_roots \
+                if stage.component_type in self.registry else frozenset()
             for root_field in ("config", "llm_settings"):
                 value = getattr(stage, root_field)
                 if value is None:
                     continue
                 for where, ref in walk_references(value, (root_field,)):
+                    if root_field == "config" and (ref.root in deferred or ref.names & deferred):
+                        continue  # evaluated by the component itself
                     self._check_ref(stage, ".".join(map(str, where)), ref)
             for dep in stage.depends_on:
                 loop = self._outside_loop(stage.id, dep) if dep in self.by_id else None
@@ -281,6 +303,17 @@ class _Validator:
                               f"depend on '{loop}' instead", stage=stage.id, field="depends_on")
 
     def _check_ref(self, stage: StageConfig, field: str, ref: TemplateRef) -> None:
+        if ref.kind == "expr":
+            known = set(ROOTS) | self.ids | self._loop_names(stage.id)
+            for name in sorted(ref.names - known):
+                self._add(f"{ref.text}: unknown name '{name}' (expressions read input, upstream, env, "
+                          f"context, <stage>.output and functions such as now(), len())"
+                          f"{did_you_mean(name, sorted(known), 'names')}", stage=stage.id, field=field)
+            assert ref.expression is not None
+            for missing in sorted(ref.expression.stages - self.ids):
+                self._add(f"{ref.text} names unknown stage '{missing}'"
+                          f"{did_you_mean(missing, sorted(self.ids), 'stages')}", stage=stage.id, field=field)
+            return
         if ref.kind == "invalid":
             hint = ""
             if ref.root in self.ids:
@@ -359,15 +392,28 @@ def sort_issues(issues: list[ValidationIssue], stage_order: Sequence[str]) -> li
     return sorted(issues, key=lambda issue: position.get(issue.stage, last) if issue.stage else last)
 
 
-def _accepted_keys(model: type[BaseModel]) -> set[str]:
+def accepted_keys(model: type[BaseModel]) -> set[str]:
+    """Config keys a component's Input model takes: field names and their aliases."""
     keys: set[str] = set()
     for name, info in model.model_fields.items():
         keys.add(name)
         if info.alias:
             keys.add(info.alias)
-        if isinstance(info.validation_alias, str):
-            keys.add(info.validation_alias)
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            keys.add(alias)
+        elif isinstance(alias, AliasChoices):
+            keys.update(choice for choice in alias.choices if isinstance(choice, str))
     return keys
+
+
+def _field_of_alias(model: type[BaseModel], key: str) -> str:
+    """The field a config key sets (``options`` -> ``candidates``), or the key itself."""
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        if key == info.alias or key == alias or (isinstance(alias, AliasChoices) and key in alias.choices):
+            return name
+    return key
 
 
 def describe_pydantic_error(error: Any) -> str:

@@ -1,19 +1,20 @@
 -- What a run commits: records (results and decisions) and attempt starts.
 
--- The three hot-path inserts below take positional parameters (binding 19 named ones costs more
+-- The three hot-path inserts below take positional parameters (binding 21 named ones costs more
 -- than the rest of the statement); flowmasond.journal.records builds the tuples in this order.
 
 -- name: insert_result
 -- ?1 run_id, ?2 path, ?3 committed_at, then the result: ?4 stage_id, ?5 component_type,
 -- ?6 status, ?7 output, ?8 error, ?9 error_type, ?10 attempts, ?11 started_at, ?12 finished_at,
 -- ?13 handled, ?14 input_tokens, ?15 output_tokens, ?16 cost_usd, ?17 duration_ms, ?18 provider,
--- ?19 model. seq is the run's next number (1, 2, 3... without gaps), taken inside the INSERT; the
+-- ?19 model, ?20 trace_id, ?21 span_id. seq is the run's next number (1, 2, 3... without gaps), taken inside the INSERT; the
 -- trigger run_records_event writes the matching stage event.
 INSERT INTO run_records (run_id, seq, kind, path, committed_at, stage_id, component_type, status,
                          output, error, error_type, attempts, started_at, finished_at, handled,
-                         input_tokens, output_tokens, cost_usd, duration_ms, provider, model)
+                         input_tokens, output_tokens, cost_usd, duration_ms, provider, model,
+                         trace_id, span_id)
 SELECT ?1, coalesce(max(seq), 0) + 1, 'result', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-       ?13, ?14, ?15, ?16, ?17, ?18, ?19
+       ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21
 FROM run_records WHERE run_id = ?1;
 
 -- name: insert_decision
@@ -42,7 +43,7 @@ SELECT kind, path, decision, stage_id, component_type, status, output, error, er
        CASE WHEN input_tokens = 0 AND output_tokens = 0 AND cost_usd = 0
                  AND provider IS NULL AND model IS NULL THEN NULL
             ELSE json_array(input_tokens, output_tokens, cost_usd, provider, model) END,
-       duration_ms, attempts, started_at, finished_at, handled
+       duration_ms, attempts, started_at, finished_at, handled, trace_id, span_id
 FROM run_records WHERE run_id = ?1 ORDER BY seq;
 
 -- name: snapshot_attempts

@@ -28,7 +28,7 @@ def test_journal_benchmark_prints_raw_commit_modes_resume_and_aims() -> None:
     assert re.search(rf"raw commit {NUMBER} µs; chain {NUMBER} µs/stage; floor {NUMBER} µs/stage", out), out
     assert re.search(rf"floor / raw: {NUMBER}x; chain / floor .*: {NUMBER}x", out), out
     assert len(re.findall(rf"committed stages:\s+{NUMBER} ms", out)) == 2, out
-    assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 4, out
+    assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 5, out
 
 
 def test_daemon_benchmark_prints_latency_throughput_memory_and_aims() -> None:
@@ -37,4 +37,4 @@ def test_daemon_benchmark_prints_latency_throughput_memory_and_aims() -> None:
     assert re.search(rf"first stage started: {NUMBER} ms .* health round trip {NUMBER} ms", out), out
     assert re.search(rf"= {NUMBER} runs/s; engine in-process .* ratio {NUMBER}x", out), out
     assert re.search(rf"memory: idle {NUMBER} MB, with \d+ runs active {NUMBER} MB", out), out
-    assert len(re.findall(r"(PASS|MISS)$", out, re.M)) == 2, out
+    assert len(re.findall(r"(PASS|MISS)$", out, re.M)) == 3, out

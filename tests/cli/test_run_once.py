@@ -50,12 +50,12 @@ def test_a_failing_stage_exits_one_with_the_stage_and_error(tmp_path: Path) -> N
 
 
 def test_an_invalid_file_reports_every_error_and_runs_nothing(tmp_path: Path) -> None:
-    """A file with two problems prints both (file, stage, field) and exits 1 without running."""
+    """A file with an error and a warning prints both (file, stage, field) and exits 1 without running."""
     path = tmp_path / "bad.pipeline.json"
     path.write_text(json.dumps({"id": "bad", "stages": [
         {"id": "a", "component_type": "shell", "config": {"command": "true", "colour": "red"}},
         {"id": "b", "component_type": "logger", "depends_on": ["ghost"], "config": {"message": "x"}}]}))
     result = _run_once(str(path))
     assert result.returncode == 1
-    assert "colour" in result.stderr and "ghost" in result.stderr
+    assert "warning: stage 'a', field 'config.colour'" in result.stderr and "ghost" in result.stderr
     assert "run bad" not in result.stdout

@@ -61,7 +61,8 @@ def test_run_follow_ends_with_the_run_result(daemon: DaemonProcess) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     tail = result.stdout.rstrip().splitlines()
     status_line = next(i for i, line in enumerate(tail) if re.fullmatch(r"run r\S+ succeeded", line))
-    assert json.loads("\n".join(tail[status_line + 1:])) == {"result": {"answer": 42}}
+    assert json.loads("\n".join(tail[status_line + 1:])) == {"result": {"answer": 42}, "fields_mapped": 1,
+                                                              "fields_missing": []}
 
 
 def test_show_lists_every_stage_with_its_status(daemon: DaemonProcess) -> None:

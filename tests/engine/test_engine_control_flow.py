@@ -129,7 +129,10 @@ async def test_foreach_sequential_runs_items_in_order(run, ledger: str) -> None:
 
     assert outcome.status is RunStatus.SUCCEEDED, outcome.error
     assert ran(ledger) == ["loop/0/body", "loop/1/body", "loop/2/body"]
-    assert outcome.output == {"results": ["a-0", "b-1", "c-2"], "errors": [], "count": 3}
+    assert {k: outcome.output[k] for k in ("results", "errors", "count")} == {
+        "results": ["a-0", "b-1", "c-2"], "errors": [], "count": 3}
+    assert {k: outcome.output[k] for k in ("total_items", "processed_items", "is_complete")} == {
+        "total_items": 3, "processed_items": 3, "is_complete": True}
 
 
 async def test_foreach_parallel_respects_max_parallel(run) -> None:
@@ -338,7 +341,8 @@ async def test_return_inside_a_foreach_stops_the_loop_and_the_run(run, ledger: s
 async def test_foreach_inside_trycatch_failure_triggers_catch(run, ledger: str) -> None:
     """An item failing inside a foreach under a trycatch runs the catch stages with that error."""
     outcome = await run({"stages": [
-        {"id": "tc", "component": "trycatch", "config": {"try_stages": ["loop"], "catch_stages": ["handler"]}},
+        {"id": "tc", "component": "trycatch", "config": {"try_stages": ["loop"], "catch_stages": ["handler"],
+                                                         "error_scope": "continue"}},
         {"id": "loop", "component": "foreach",
          "config": {"items": [{"name": "ok", "bad": 0}, {"name": "broken", "bad": 1}], "loop_stages": ["work"]}},
         {"id": "work", "component": "fail",

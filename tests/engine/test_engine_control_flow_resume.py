@@ -26,7 +26,7 @@ async def test_catch_phase_resume_sees_outputs_of_stages_nested_inside_the_try(r
     conditional) produced, so the catch stage succeeds on resume instead of failing every time."""
     definition = {"stages": [
         {"id": "tc", "component": "trycatch",
-         "config": {"try_stages": ["gate", "boom"], "catch_stages": ["handler", "use"]}},
+         "config": {"try_stages": ["gate", "boom"], "catch_stages": ["handler", "use"], "error_scope": "continue"}},
         {"id": "gate", "component": "conditional",
          "config": {"condition": True, "true_branch_stages": ["inner"], "false_branch_stages": []}},
         rec("inner", ledger, "seen"),
@@ -107,7 +107,8 @@ async def test_finally_runs_when_the_run_is_cancelled_inside_the_try(run, ledger
 def _catch_reads_a_try_stage_that_never_ran(ledger: str, handler_fails_once: bool) -> dict[str, Any]:
     catch = ["handler", "use"] if handler_fails_once else ["use"]
     stages = [
-        {"id": "tc", "component": "trycatch", "config": {"try_stages": ["boom", "never"], "catch_stages": catch}},
+        {"id": "tc", "component": "trycatch",
+         "config": {"try_stages": ["boom", "never"], "catch_stages": catch, "error_scope": "continue"}},
         {"id": "boom", "component": "fail", "config": {"message": "try failed"}},
         rec("never", ledger, "n", depends_on=["boom"]),
         rec("use", ledger, {"never": "{{upstream.never}}"},

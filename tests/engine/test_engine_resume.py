@@ -71,7 +71,8 @@ async def test_resume_in_catch_phase_does_not_rerun_the_try_stages(run, ledger: 
     """A trycatch whose catch phase was committed resumes in catch: try stages and committed finally never rerun."""
     definition = {"stages": [
         {"id": "tc", "component": "trycatch",
-         "config": {"try_stages": ["work", "boom"], "catch_stages": ["handler"], "finally_stages": ["cleanup"]}},
+         "config": {"try_stages": ["work", "boom"], "catch_stages": ["handler"], "finally_stages": ["cleanup"],
+                    "error_scope": "continue"}},
         rec("work", ledger, "w"),
         {"id": "boom", "component": "fail", "depends_on": ["work"], "config": {"message": "try failed"}},
         {"id": "handler", "component": "fail", "config": {"fail_attempts": 1, "message": "catch failed once"}},

@@ -165,6 +165,8 @@ def test_result_columns_cover_every_field() -> None:
     """Every ComponentResult field has a run_records column: a new field needs a migration."""
     columns = set(re.findall(r"^\s+(\w+)\s+(?:TEXT|INTEGER|REAL)", load_migrations()[0].sql,
                              re.MULTILINE))
+    columns |= {c for m in load_migrations()[1:]
+                for c in re.findall(r"ALTER TABLE run_records ADD COLUMN (\w+)", m.sql)}
     fields = {f.name for f in dataclasses.fields(ComponentResult)} - {"usage"}
     usage_fields = {"input_tokens", "output_tokens", "cost_usd", "duration_ms", "provider",
                     "model"}

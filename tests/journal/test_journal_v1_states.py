@@ -72,13 +72,15 @@ async def test_version_1_decisions_are_read_as_typed_states(manager: RunManager)
 async def test_a_run_stopped_in_its_catch_phase_under_version_1_resumes_there(manager: RunManager,
                                                                               tmp_path: Path) -> None:
     """The resumed run replays the branch, route, loop items and child run it committed, retries
-    only the catch stage, and runs nothing that was committed."""
+    only the catch stage, and runs nothing that was committed. Its trycatch sets no error_scope, so
+    it now takes FlowMason's default (propagate): after the catch stage succeeds the failure still
+    ends the run, and the stage after the trycatch never runs."""
     row = await _finish(manager, "legacy-catch")
 
-    assert row.status is RunStatus.SUCCEEDED, row.error
-    assert row.output == {"yes": "Y", "route": "b", "loop": [1, 2, 3], "child": 7, "caught": "caught"}
-    # cleanup (finally) was committed after the catch stage failed: only the last stage runs.
-    assert [e["path"] for e in read_ledger(tmp_path / "ledger.jsonl")] == ["end"]
+    assert row.status is RunStatus.FAILED
+    assert "try failed" in (row.error or {}).get("message", "")
+    # cleanup (finally) was committed after the catch stage failed; nothing committed runs again.
+    assert read_ledger(tmp_path / "ledger.jsonl") == []
 
 
 async def test_a_return_committed_under_version_1_ends_the_resumed_run(manager: RunManager,

@@ -8,7 +8,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 @dataclass
@@ -30,6 +31,11 @@ class Reply:
     body: Any = None  # dict/list: sent as JSON; str/bytes: sent raw
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # wait before answering (cut short when the server closes)
+    # Server-sent events instead of a body: each is sent as one `data:` line and flushed.
+    events: list[Any] | None = None
+    # With ``events``: after this many events, wait for ``gate`` before sending the rest.
+    gate: threading.Event | None = None
+    gate_after: int = 0
 
     @classmethod
     def completion(cls, content: str, *, prompt_tokens: int = 10, completion_tokens: int = 5,
@@ -41,6 +47,28 @@ class Reply:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
+
+
+    @classmethod
+    def streamed(cls, pieces: list[str], *, prompt_tokens: int = 10, completion_tokens: int = 5,
+                 model: str = "test-model", gate: threading.Event | None = None, gate_after: int = 0,
+                 include_usage: bool = True, done: bool = True) -> Reply:
+        """A chat-completions event stream: one delta per piece, the finish reason, usage, [DONE]."""
+        events: list[Any] = [{"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                              "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
+        events += [{"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                   for piece in pieces]
+        if done:
+            events.append({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            if include_usage:
+                events.append({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                               "choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                        "completion_tokens": completion_tokens,
+                                                        "total_tokens": prompt_tokens + completion_tokens}})
+            events.append("[DONE]")
+        return cls(events=events, gate=gate, gate_after=gate_after + 1)  # +1: the role-only first event
 
 
 ReplySource = Reply | Callable[[Received], Reply]
@@ -121,7 +149,27 @@ class FakeChatServer:
                     server._closing.wait(reply.delay_s)
                 self._send(reply)
 
+            def _send_events(self, reply: Reply) -> None:
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Connection", "close")  # the body ends when the connection does
+                    self.end_headers()
+                    self.close_connection = True
+                    for i, event in enumerate(reply.events or []):
+                        if reply.gate is not None and i == reply.gate_after:
+                            reply.gate.wait(30)
+                        data = event if isinstance(event, str) else json.dumps(event)
+                        self.wfile.write(f"data: {data}\n\n".encode())
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up
+
             def _send(self, reply: Reply) -> None:
+                if reply.events is not None:
+                    self._send_events(reply)
+                    return
                 if isinstance(reply.body, (dict, list)):
                     payload = json.dumps(reply.body).encode()
                     content_type = "application/json"

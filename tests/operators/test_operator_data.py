@@ -131,7 +131,7 @@ def test_filter_rejects_values_that_do_not_fit_the_op(registry, config: dict[str
 async def test_variable_set_returns_its_variables(run_operator: RunOperator) -> None:
     """variable_set outputs its (already resolved) variables unchanged."""
     out = await run_operator("variable_set", {"variables": {"x": 1, "y": {"z": [True]}}})
-    assert out.model_dump() == {"variables": {"x": 1, "y": {"z": [True]}}}
+    assert out.variables == {"x": 1, "y": {"z": [True]}}
 
 
 async def test_schema_validate_valid_data(run_operator: RunOperator) -> None:

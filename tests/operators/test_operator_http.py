@@ -212,10 +212,17 @@ async def test_500_is_a_retryable_component_error(run_operator: RunOperator, ser
     assert info.value.context["body"] == "status body"
 
 
-async def test_404_is_a_non_retryable_configuration_error(run_operator: RunOperator, server: str) -> None:
-    """A 404 is CONFIGURATION: asking again will not help."""
+async def test_404_is_an_answer_with_success_false(run_operator: RunOperator, server: str) -> None:
+    """As in FlowMason, a 404 is a successful stage whose output says status_code 404, success false."""
+    out = await run_operator("http_request", {"url": f"{server}/status/404"})
+    assert (out.status_code, out.success, out.body, out.url) == (404, False, "status body", f"{server}/status/404")
+
+
+async def test_404_is_a_non_retryable_configuration_error_when_not_expected(run_operator: RunOperator,
+                                                                             server: str) -> None:
+    """With expected_status set, a 404 is CONFIGURATION: asking again will not help."""
     with pytest.raises(ComponentError) as info:
-        await run_operator("http_request", {"url": f"{server}/status/404"})
+        await run_operator("http_request", {"url": f"{server}/status/404", "expected_status": [200]})
     assert info.value.error_type is ErrorType.CONFIGURATION
     assert not info.value.error_type.retryable
     assert info.value.context["url"] == f"{server}/status/404"
@@ -227,10 +234,19 @@ async def test_404_is_a_non_retryable_configuration_error(run_operator: RunOpera
 ])
 async def test_unexpected_status_classification(run_operator: RunOperator, server: str, status: int,
                                                 error_type: ErrorType) -> None:
-    """Each unexpected status maps to its documented ErrorType."""
+    """Each status outside expected_status maps to its documented ErrorType."""
+    with pytest.raises(ComponentError) as info:
+        await run_operator("http_request", {"url": f"{server}/status/{status}", "expected_status": [200]})
+    assert info.value.error_type is error_type
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+async def test_retryable_status_fails_without_expected_status(run_operator: RunOperator, server: str,
+                                                              status: int) -> None:
+    """408, 429 and 5xx fail the stage even without expected_status, so retry_config can retry them."""
     with pytest.raises(ComponentError) as info:
         await run_operator("http_request", {"url": f"{server}/status/{status}"})
-    assert info.value.error_type is error_type
+    assert info.value.error_type.retryable
 
 
 async def test_expected_status_accepts_a_non_2xx(run_operator: RunOperator, server: str) -> None:

@@ -94,12 +94,21 @@ def test_structural_error_in_stage_without_id_names_its_index(write_pipeline, re
 
 
 def test_unknown_stage_field_suggests_the_right_name(write_pipeline, registry):
-    """A misspelt stage field is reported with the field it was probably meant to be."""
+    """A misspelt stage field is a warning naming the field it was probably meant to be."""
     check = check_pipeline_file(write_pipeline({"stages": [{"id": "a", "component_type": "echo",
                                                            "depend_on": []}]}), registry)
+    assert check.ok and not check.issues
+    [issue] = check.warnings
+    assert (issue.stage, issue.field, issue.severity) == ("a", "depend_on", "warning")
+    assert issue.message == "unknown stage key 'depend_on' is ignored (did you mean 'depends_on'?)"
+
+
+def test_unknown_stage_field_is_an_error_when_strict(write_pipeline, registry):
+    """Under strict validation the misspelt stage field rejects the file."""
+    check = check_pipeline_file(write_pipeline({"stages": [{"id": "a", "component_type": "echo",
+                                                           "depend_on": []}]}), registry, strict=True)
     [issue] = check.issues
-    assert (issue.stage, issue.field) == ("a", "depend_on")
-    assert issue.message == "unknown field 'depend_on' (did you mean 'depends_on'?)"
+    assert (issue.stage, issue.field, issue.severity, check.config) == ("a", "depend_on", "error", None)
 
 
 def test_three_different_errors_are_reported_together(write_pipeline, registry):

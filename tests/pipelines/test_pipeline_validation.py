@@ -85,16 +85,28 @@ def test_unknown_component_type_lists_close_matches(issues_of):
     assert "'conditional'" in issue.message
 
 
-def test_undeclared_config_key(issues_of):
-    """A config key the component's Input does not declare is an error, never dropped."""
-    issue = single(issues_of(pipeline(stage("a", "fetch_rows", config={"url": "x", "limt": 5}))))
+def _warnings(write_pipeline, registry, data):
+    from flowmasond.pipelines.loader import check_pipeline_file
+
+    check = check_pipeline_file(write_pipeline(data), registry)
+    assert check.ok, [str(i) for i in check.issues]
+    return check
+
+
+def test_undeclared_config_key(write_pipeline, registry):
+    """A config key the component's Input does not declare is a warning and is dropped."""
+    check = _warnings(write_pipeline, registry, pipeline(stage("a", "fetch_rows", config={"url": "x", "limt": 5})))
+    [issue] = check.warnings
     assert (issue.stage, issue.field) == ("a", "config.limt")
     assert "unknown config key 'limt'" in issue.message and "did you mean 'limit'" in issue.message
+    assert check.config.stages[0].config == {"url": "x"}
 
 
-def test_undeclared_config_key_with_template_value(issues_of):
+def test_undeclared_config_key_with_template_value(write_pipeline, registry):
     """An undeclared key is reported even when its value is a template."""
-    issue = single(issues_of(pipeline(stage("a", "fetch_rows", config={"url": "x", "uri": "{{input.u}}"}))))
+    config = {"url": "x", "uri": "{{input.u}}"}
+    check = _warnings(write_pipeline, registry, pipeline(stage("a", "fetch_rows", config=config)))
+    [issue] = check.warnings
     assert (issue.stage, issue.field) == ("a", "config.uri")
 
 

@@ -47,7 +47,8 @@ def test_json_output_lists_each_file(write_pipeline, registry_factory, capsys):
     results = json.loads(capsys.readouterr().out)
     assert [(r["file"], r["ok"], len(r["issues"])) for r in results] == [(str(good), True, 0), (str(bad), False, 2)]
     assert results[1]["issues"][0] == {"file": str(bad), "stage": "a", "field": "depends_on",
-                                       "message": "depends on unknown stage 'nope' (stages: a, b)"}
+                                       "message": "depends on unknown stage 'nope' (stages: a, b)",
+                                       "severity": "error"}
 
 
 def test_directory_argument_checks_every_pipeline_file_in_it(write_pipeline, registry_factory, capsys):
@@ -80,11 +81,30 @@ def test_runs_as_a_module_in_a_subprocess(tmp_path: Path):
          "depends_on": ["gate"]}]}))
     bad = tmp_path / "bad.pipeline.json"
     bad.write_text('{"stages": [{"id": "r", "component_type": "return", "config": {"value": 1}}]}')
-    proc = subprocess.run([sys.executable, "-m", "flowmasond.pipelines.validate_cli", str(good), str(bad)],
+    # Unknown config keys are warnings; --strict makes them errors.
+    proc = subprocess.run([sys.executable, "-m", "flowmasond.pipelines.validate_cli", "--strict", str(good), str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.splitlines() == [
         f"ok  {good} (2 stages)",
         f"{bad}: stage 'r', field 'config.value': unknown config key 'value' for component 'return' "
-        "(accepted keys: condition, message, return_value)",
+        "is ignored (accepted keys: condition, condition_expression, message, return_value, status)",
     ]
+
+
+def test_unknown_key_is_a_warning_that_passes(write_pipeline, registry_factory, capsys):
+    """A key unknown to FlowMason and to flowmasond is printed as a warning; the file still passes."""
+    path = write_pipeline({"stages": [{"id": "a", "component_type": "echo", "depend_on": []}]})
+    assert main([str(path)], registry_factory=registry_factory) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"ok  {path} (1 stages)",
+                     f"{path}: warning: stage 'a', field 'depend_on': unknown stage key 'depend_on' is ignored "
+                     "(did you mean 'depends_on'?)"]
+
+
+def test_strict_turns_the_warning_into_an_error(write_pipeline, registry_factory, capsys):
+    """With --strict the same file fails with the same message as an error."""
+    path = write_pipeline({"stages": [{"id": "a", "component_type": "echo", "depend_on": []}]})
+    assert main(["--strict", str(path)], registry_factory=registry_factory) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: stage 'a', field 'depend_on': unknown stage key 'depend_on' is ignored (did you mean 'depends_on'?)"]

@@ -70,3 +70,13 @@ class SelectorAnswer(BaseModel):
     selected_index: StrictInt = Field(ge=0)
     explanation: str = Field(default="", validation_alias=AliasChoices("explanation", "reason"))
     confidence: float | None = Field(default=None, ge=0, le=1)
+    rankings: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def optional_json_object(text: str) -> dict[str, Any] | None:
+    """The answer's JSON object when it has one, else None (the node then uses the text as is)."""
+    try:
+        data = extract_json(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

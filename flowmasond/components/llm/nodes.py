@@ -4,17 +4,24 @@ Each makes one provider call per attempt. The provider comes from ``context.serv
 (a ``ProviderRegistry``) by the stage's ``provider`` (None: the executor's ``default_provider``
 service, else the registry's default). Settings resolve as stage ``llm_settings`` > the node's own
 config fields > the provider's defaults > the node's role default. Usage is handed to ``context.services["usage_sink"]`` as soon as the provider answers, so
-tokens billed for an answer that then fails to parse are still counted.
+tokens billed for an answer that then fails to parse are still counted. A streaming provider's
+pieces of the answer go to ``context.services["token_sink"]`` (the daemon's non-durable feed).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import structlog
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 
-from flowmasond.components.llm.answers import CriticAnswer, SelectorAnswer, extract_json, parse_answer
+from flowmasond.components.llm.answers import (
+    CriticAnswer,
+    SelectorAnswer,
+    extract_json,
+    optional_json_object,
+    parse_answer,
+)
 from flowmasond.components.llm.prompts import (
     Prompt,
     critic_prompt,
@@ -56,6 +63,14 @@ def _usage_fields(response: LLMResponse) -> dict[str, Any]:
             "finish_reason": response.finish_reason, "input_tokens": response.input_tokens,
             "output_tokens": response.output_tokens, "tokens_used": response.total_tokens,
             "cost_usd": response.cost_usd}
+
+
+def _summed_usage(responses: list[LLMResponse]) -> dict[str, Any]:
+    """The usage fields of several calls of one stage: the last answer's model, summed tokens."""
+    fields = _usage_fields(responses[-1])
+    for key in ("input_tokens", "output_tokens", "tokens_used", "cost_usd"):
+        fields[key] = sum(_usage_fields(r)[key] for r in responses)
+    return fields
 
 
 def _first(*values: Any) -> Any:
@@ -100,8 +115,13 @@ async def complete(context: ExecutionContext, prompt: Prompt, *, role_temperatur
         stop=tuple(stop) if stop else None,
         top_p=settings.top_p,
     )
+    tokens = context.services.get("token_sink")
+    on_token = None
+    if tokens is not None:
+        def on_token(text: str) -> None:
+            tokens(context.run_id, context.stage_path, context.attempt, text)
     try:
-        response = await provider.complete(request)
+        response = await provider.complete(request, on_token=on_token)
     except ComponentError as exc:
         exc.context.setdefault("stage", context.stage_path)
         raise
@@ -173,11 +193,16 @@ class Critic:
 
     class Input(ComponentInput):
         content: str
-        criteria: list[str] | None = None
+        criteria: list[str] | None = None  # FlowMason templates also give one string
         context: str | None = None
         rubric: dict[str, str] | None = None  # criterion -> what it means
         strict_mode: bool = False
         pass_threshold: float = Field(default=0.7, ge=0, le=1)
+
+        @field_validator("criteria", mode="before")
+        @classmethod
+        def _one_string(cls, value: Any) -> Any:
+            return [value] if isinstance(value, str) else value
 
     class Output(LLMOutput):
         score: float
@@ -217,16 +242,36 @@ class Improver:
         improvements: list[str] | None = None
         preserve_aspects: list[str] | None = None
         improvement_focus: str | None = None
+        instructions: str | None = None  # extra direction for the editor (FlowMason's templates)
+        # Rewrite passes: each pass improves the previous pass's result against the same feedback.
+        max_iterations: int = Field(default=1, ge=1, le=10)
 
     class Output(LLMOutput):
         improved_content: str
+        changes_made: list[str] = Field(default_factory=list)
+        preserved_aspects: list[str] = Field(default_factory=list)
+        improvement_summary: str = ""
+        iterations: int = 1
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
-        prompt = improver_prompt(content=input.content, feedback=input.feedback,
-                                 improvements=input.improvements, preserve_aspects=input.preserve_aspects,
-                                 improvement_focus=input.improvement_focus)
-        response = await complete(context, prompt, role_temperature=0.5)
-        return self.Output(improved_content=response.text.strip(), **_usage_fields(response))
+        content, changes, summary = input.content, [], ""
+        responses: list[LLMResponse] = []
+        for _ in range(input.max_iterations):
+            prompt = improver_prompt(content=content, feedback=input.feedback,
+                                     improvements=input.improvements, preserve_aspects=input.preserve_aspects,
+                                     improvement_focus=input.improvement_focus, instructions=input.instructions)
+            response = await complete(context, prompt, role_temperature=0.5)
+            responses.append(response)
+            answer = optional_json_object(response.text)
+            if answer is not None and isinstance(answer.get("improved_content"), str):
+                content = answer["improved_content"].strip()
+                changes += [str(c) for c in answer.get("changes_made") or [] if isinstance(c, (str, int, float))]
+                summary = str(answer.get("improvement_summary") or summary)
+            else:
+                content = response.text.strip()  # a model that answered with the text alone
+        return self.Output(improved_content=content, changes_made=changes,
+                           preserved_aspects=list(input.preserve_aspects or []), improvement_summary=summary,
+                           iterations=len(responses), **_summed_usage(responses))
 
 
 @node("selector", description="Choose the best of several candidates.", timeout_ms=60_000,
@@ -235,19 +280,33 @@ class Selector:
     """Choose the best candidate; returns its 0-based index, the item itself and the reason."""
 
     class Input(ComponentInput):
-        candidates: list[Any] = Field(min_length=2)
+        # `options` is the spelling of some of FlowMason's own templates.
+        candidates: list[Any] = Field(min_length=2, validation_alias=AliasChoices("candidates", "options"))
         criteria: list[str] | None = None
         context: str | None = None
+        selection_mode: Literal["best", "top_n", "rank_all"] = "best"
+        top_n: int = Field(default=1, ge=1)
+        explain_choice: bool = True
+
+        @field_validator("criteria", mode="before")
+        @classmethod
+        def _one_string(cls, value: Any) -> Any:
+            return [value] if isinstance(value, str) else value
 
     class Output(LLMOutput):
         selected_index: int
         selected: Any
         explanation: str
         confidence: float | None = None
+        # [{index, candidate, score, reason}], best first: top_n entries, every candidate for
+        # rank_all, the selected one alone for best.
+        rankings: list[dict[str, Any]] = Field(default_factory=list)
+        selected_items: list[Any] = Field(default_factory=list)  # the candidates of `rankings`
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
         prompt = selector_prompt(candidates=input.candidates, criteria=input.criteria,
-                                 context=input.context)
+                                 context=input.context, selection_mode=input.selection_mode,
+                                 top_n=input.top_n, explain_choice=input.explain_choice)
         response = await complete(context, prompt, role_temperature=0.2)
         try:
             answer = parse_answer(SelectorAnswer, response.text)
@@ -256,10 +315,36 @@ class Selector:
                                  f"(there are {len(input.candidates)} candidates)")
         except ValueError as exc:
             raise unparsable(context, response, str(exc)) from None
+        rankings = _rankings(answer.rankings, answer.selected_index, input.candidates)
+        if input.selection_mode == "best":
+            rankings = rankings[:1]
+        elif input.selection_mode == "top_n":
+            rankings = rankings[:input.top_n]
         return self.Output(
             selected_index=answer.selected_index, selected=input.candidates[answer.selected_index],
-            explanation=answer.explanation, confidence=answer.confidence, **_usage_fields(response),
+            explanation=answer.explanation if input.explain_choice else "", confidence=answer.confidence,
+            rankings=rankings, selected_items=[r["candidate"] for r in rankings], **_usage_fields(response),
         )
+
+
+def _rankings(raw: list[dict[str, Any]], selected: int, candidates: list[Any]) -> list[dict[str, Any]]:
+    """The model's ranking with unusable entries dropped; the selected candidate always first."""
+    seen: set[int] = set()
+    ranked: list[dict[str, Any]] = []
+    for entry in [{"index": selected}, *sorted(raw, key=_score_of, reverse=True)]:
+        index = entry.get("index")
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(candidates) \
+                and index not in seen:
+            seen.add(index)
+            match = next((r for r in raw if r.get("index") == index), entry)
+            ranked.append({"index": index, "candidate": candidates[index], "score": match.get("score"),
+                           "reason": match.get("reason")})
+    return ranked
+
+
+def _score_of(entry: dict[str, Any]) -> float:
+    score = entry.get("score")
+    return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else 0.0
 
 
 @node("synthesizer", description="Combine several inputs into one text.", timeout_ms=120_000,
@@ -268,7 +353,8 @@ class Synthesizer:
     """Combine several inputs (parallel branches, sources) into one text."""
 
     class Input(ComponentInput):
-        inputs: list[Any] = Field(min_length=1)
+        # `sources` is the spelling of some of FlowMason's own templates.
+        inputs: list[Any] = Field(min_length=1, validation_alias=AliasChoices("inputs", "sources"))
         instructions: str | None = None
         synthesis_strategy: str = "integrate"  # integrate | summarize | compare | consensus | best_of
         context: str | None = None
@@ -280,6 +366,7 @@ class Synthesizer:
         synthesized: str
         sources_used: int
         strategy_applied: str
+        key_themes: list[str] = Field(default_factory=list)
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
         prompt = synthesizer_prompt(inputs=input.inputs, instructions=input.instructions,
@@ -287,5 +374,10 @@ class Synthesizer:
                                     output_format=input.output_format,
                                     preserve_sources=input.preserve_sources, max_length=input.max_length)
         response = await complete(context, prompt, role_temperature=0.5)
-        return self.Output(synthesized=response.text.strip(), sources_used=len(input.inputs),
+        answer = optional_json_object(response.text)
+        synthesized, themes = response.text.strip(), []
+        if answer is not None and isinstance(answer.get("synthesized"), str):
+            synthesized = answer["synthesized"].strip()
+            themes = [str(t) for t in answer.get("key_themes") or [] if isinstance(t, (str, int, float))]
+        return self.Output(synthesized=synthesized, sources_used=len(input.inputs), key_themes=themes,
                            strategy_applied=input.synthesis_strategy, **_usage_fields(response))

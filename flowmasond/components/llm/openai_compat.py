@@ -9,6 +9,7 @@ The provider itself never retries.
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
-from flowmasond.components.llm.providers import LLMRequest, LLMResponse, ProviderConfig
+from flowmasond.components.llm.providers import LLMRequest, LLMResponse, ProviderConfig, TokenCallback
 from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
 
@@ -92,50 +93,137 @@ class OpenAICompatProvider:
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
         return headers
 
-    async def complete(self, request: LLMRequest) -> LLMResponse:
-        """One chat completion; raises ``ComponentError`` classified for the engine's retry policy."""
+    async def complete(self, request: LLMRequest, *, on_token: TokenCallback | None = None) -> LLMResponse:
+        """One chat completion; raises ``ComponentError`` classified for the engine's retry policy.
+
+        With ``stream = true`` in the provider's configuration the answer arrives as server-sent
+        events and each piece goes to ``on_token`` as it comes; the response is the whole answer.
+        """
         body = self.build_body(request)
         model = body["model"]
         if not body["messages"]:
             raise ComponentError("the request has neither a prompt nor messages",
                                  error_type=ErrorType.VALIDATION, provider=self.name, model=model)
-        log.debug("llm_request", provider=self.name, model=model, url=self.url)
+        log.debug("llm_request", provider=self.name, model=model, url=self.url, stream=self.config.stream)
         try:
-            response = await self._post(body)
-        except httpx.TimeoutException as exc:
-            raise ComponentError(
-                f"provider {self.name!r} did not answer within {self.config.timeout_s:g}s "
-                f"({type(exc).__name__})",
-                error_type=ErrorType.TIMEOUT, provider=self.name, model=model) from exc
-        except httpx.DecodingError as exc:
-            self._malformed(f"the body could not be decoded ({type(exc).__name__})", model, None)
-        except httpx.RequestError as exc:
-            raise ComponentError(
-                f"cannot reach provider {self.name!r} at {self.url}: "
-                f"{self._redact(str(exc)) or type(exc).__name__}",
-                error_type=ErrorType.CONNECTIVITY, provider=self.name, model=model) from exc
+            if self.config.stream:
+                body["stream"] = True
+                body["stream_options"] = {"include_usage": True}
+                async with self._http().stream("POST", self.url, json=body, headers=self._headers()) as streamed:
+                    if streamed.is_success and \
+                            streamed.headers.get("content-type", "").startswith("text/event-stream"):
+                        return await self._read_stream(streamed, model, on_token)
+                    # An error, or a server that ignores "stream" and answers in one piece.
+                    response = await self._bounded(streamed, model)
+            else:
+                response = await self._post(body)
+        except httpx.HTTPError as exc:
+            self._request_failed(exc, model)
         if not response.is_success:
             self._raise_for_status(response, model)
         return self._parse(response, model)
 
+    def _request_failed(self, exc: httpx.HTTPError, model: str) -> NoReturn:
+        """An httpx failure as the ``ComponentError`` the retry policy classifies."""
+        if isinstance(exc, httpx.TimeoutException):
+            raise ComponentError(
+                f"provider {self.name!r} did not answer within {self.config.timeout_s:g}s "
+                f"({type(exc).__name__})",
+                error_type=ErrorType.TIMEOUT, provider=self.name, model=model) from exc
+        if isinstance(exc, httpx.DecodingError):
+            self._malformed(f"the body could not be decoded ({type(exc).__name__})", model, None)
+        raise ComponentError(
+            f"cannot reach provider {self.name!r} at {self.url}: "
+            f"{self._redact(str(exc)) or type(exc).__name__}",
+            error_type=ErrorType.CONNECTIVITY, provider=self.name, model=model) from exc
+
+    async def _read_stream(self, response: httpx.Response, requested_model: str,
+                           on_token: TokenCallback | None) -> LLMResponse:
+        """Collect a chat-completions event stream: content deltas, finish reason, final usage."""
+        status = response.status_code
+        parts: list[str] = []
+        usage: Any = None
+        finish_reason: str | None = None
+        model: str | None = None
+        done = False
+        size = 0
+        async for line in response.aiter_lines():
+            size += len(line) + 1
+            self._check_size(size, requested_model, status)  # the same bound as a one-piece answer
+            if not line.startswith("data:"):
+                continue  # blank separators, comments (keep-alives), event:/id: fields
+            data = line[5:].strip()
+            if data == "[DONE]":
+                done = True
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                self._malformed("a streamed event is not JSON", requested_model, status)
+            if not isinstance(chunk, dict):
+                self._malformed("a streamed event is not a JSON object", requested_model, status)
+            if chunk.get("error") is not None:
+                error = chunk["error"]
+                detail = error.get("message") if isinstance(error, dict) else str(error)
+                raise ComponentError(f"provider {self.name!r} failed mid-stream: {self._redact(str(detail))}",
+                                     error_type=ErrorType.COMPONENT, provider=self.name, model=requested_model)
+            if isinstance(chunk.get("model"), str):
+                model = chunk["model"]
+            if chunk.get("usage") is not None:
+                usage = chunk["usage"]
+            choices = chunk.get("choices") or []
+            if not isinstance(choices, list):
+                self._malformed("'choices' of a streamed event is not a list", requested_model, status)
+            for choice in choices:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                content = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(content, str) and content:
+                    parts.append(content)
+                    if on_token is not None:
+                        try:
+                            on_token(content)
+                        except Exception:  # noqa: BLE001 - a listener must never break the call
+                            log.exception("llm_token_listener_failed", provider=self.name)
+                if isinstance(choice.get("finish_reason"), str):
+                    finish_reason = choice["finish_reason"]
+        if not done and finish_reason is None:
+            # The connection ended cleanly but early: another attempt may get the whole answer.
+            raise ComponentError(f"provider {self.name!r} ended the stream before the answer was complete",
+                                 error_type=ErrorType.CONNECTIVITY, provider=self.name, model=requested_model)
+        input_tokens, output_tokens = self._usage(usage, requested_model, status)
+        return LLMResponse(
+            text="".join(parts), input_tokens=input_tokens, output_tokens=output_tokens,
+            model=model or requested_model, provider=self.name, finish_reason=finish_reason,
+            cost_usd=self.config.cost_usd(input_tokens, output_tokens),
+        )
+
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
         """POST and read the answer, at most ``max_response_bytes`` of its (decoded) body."""
-        limit = self.config.max_response_bytes
         async with self._http().stream("POST", self.url, json=body, headers=self._headers()) as streamed:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in streamed.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ComponentError(
-                        f"provider {self.name!r} sent a response larger than max_response_bytes ({limit} bytes)",
-                        error_type=ErrorType.VALIDATION, provider=self.name, model=body["model"],
-                        max_response_bytes=limit, status=streamed.status_code)
-                chunks.append(chunk)
+            return await self._bounded(streamed, body["model"])
+
+    async def _bounded(self, streamed: httpx.Response, model: str) -> httpx.Response:
+        """The rest of an open response, read into memory up to ``max_response_bytes``."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in streamed.aiter_bytes():
+            size += len(chunk)
+            self._check_size(size, model, streamed.status_code)
+            chunks.append(chunk)
         # The body is decoded already: a Content-Encoding header would make httpx decode it again.
         headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
         return httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks),
                               request=streamed.request, extensions=streamed.extensions)
+
+    def _check_size(self, size: int, model: str, status: int) -> None:
+        limit = self.config.max_response_bytes
+        if size > limit:
+            raise ComponentError(
+                f"provider {self.name!r} sent a response larger than max_response_bytes ({limit} bytes)",
+                error_type=ErrorType.VALIDATION, provider=self.name, model=model,
+                max_response_bytes=limit, status=status)
 
     def _raise_for_status(self, response: httpx.Response, model: str) -> NoReturn:
         status = response.status_code

@@ -73,12 +73,16 @@ def critic_prompt(*, content: str, criteria: Sequence[str] | None, context: str 
 
 
 def improver_prompt(*, content: str, feedback: str, improvements: Sequence[str] | None,
-                    preserve_aspects: Sequence[str] | None, improvement_focus: str | None) -> Prompt:
-    """Ask for the improved content only, as plain text."""
+                    preserve_aspects: Sequence[str] | None, improvement_focus: str | None,
+                    instructions: str | None = None) -> Prompt:
+    """Ask for the improved content and a list of the changes, as JSON (plain text is tolerated)."""
     system = ("You are an expert editor. Rewrite the content so that it addresses the feedback while "
-              "keeping its intent and voice. Answer with the improved content only: no preamble, "
-              "no notes about what you changed.")
+              "keeping its intent and voice.\n\n" + JSON_ONLY + " Use these keys:\n"
+              '{"improved_content": "<the rewritten content>", "changes_made": ["<one change>", "..."], '
+              '"improvement_summary": "<one sentence>"}')
     focus = f"\n\nPrimary focus: {improvement_focus}" if improvement_focus else ""
+    if instructions:
+        focus += f"\n\nInstructions: {instructions}"
     user = (f"Original content:\n<<<\n{content}\n>>>\n\nFeedback:\n{feedback}"
             + _bullets("Make these specific improvements:", improvements)
             + _bullets("Preserve these aspects:", preserve_aspects) + focus)
@@ -86,13 +90,20 @@ def improver_prompt(*, content: str, feedback: str, improvements: Sequence[str] 
 
 
 def selector_prompt(*, candidates: Sequence[Any], criteria: Sequence[str] | None,
-                    context: str | None) -> Prompt:
-    """Ask for the 0-based index of the best candidate and the reason, as JSON."""
+                    context: str | None, selection_mode: str = "best", top_n: int = 1,
+                    explain_choice: bool = True) -> Prompt:
+    """Ask for the 0-based index of the best candidate, the reason and a ranking, as JSON."""
+    tasks = {"best": "Choose the single best candidate.",
+             "top_n": f"Choose the best candidate and rank the {top_n} best.",
+             "rank_all": "Choose the best candidate and rank every candidate."}
+    task = tasks.get(selection_mode, tasks["best"])
+    why = '"<why it is the best>"' if explain_choice else '""'
     system = (
-        "You are an expert judge. Choose the single best candidate.\n\n"
+        f"You are an expert judge. {task}\n\n"
         + JSON_ONLY + " Use these keys:\n"
         '{"selected_index": <0-based index of the best candidate>, '
-        '"explanation": "<why it is the best>", "confidence": <number from 0.0 to 1.0>}'
+        f'"explanation": {why}, "confidence": <number from 0.0 to 1.0>, '
+        '"rankings": [{"index": <0-based index>, "score": <number from 0.0 to 1.0>, "reason": "..."}, ...]}'
     )
     listed = "\n\n".join(f"[{i}]\n{render_item(c)}" for i, c in enumerate(candidates))
     user = (f"Candidates (numbered from 0):\n\n{listed}"
@@ -115,8 +126,8 @@ def synthesizer_prompt(*, inputs: Sequence[Any], instructions: str | None, synth
                        max_length: int | None) -> Prompt:
     """Ask for one synthesis of the numbered inputs, as plain text."""
     strategy = STRATEGIES.get(synthesis_strategy, f"Strategy: {synthesis_strategy}.")
-    system = ("You synthesize information from several sources. " + strategy
-              + " Answer with the synthesis only.")
+    system = ("You synthesize information from several sources. " + strategy + "\n\n" + JSON_ONLY
+              + ' Use these keys:\n{"synthesized": "<the synthesis>", "key_themes": ["<theme>", "..."]}')
     listed = "\n\n".join(f"[Source {i}]\n{render_item(x)}" for i, x in enumerate(inputs, 1))
     extra = []
     if instructions:

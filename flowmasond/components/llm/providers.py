@@ -45,6 +45,10 @@ class ProviderConfig(BaseModel):
     max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0)
     default_temperature: float | None = Field(default=None, ge=0, le=2)
     default_max_tokens: int | None = Field(default=None, ge=1)
+    # Ask for server-sent events ("stream": true) so that followers see tokens as they arrive.
+    # Off by default: the cost of a streamed call is known only from servers that honour
+    # stream_options.include_usage (OpenAI, vLLM, llama.cpp's server do).
+    stream: bool = False
     # Hidden from repr: some gateways take their credential in a custom header.
     extra_headers: dict[str, str] = Field(default_factory=dict, repr=False)
 
@@ -89,6 +93,7 @@ class ProviderConfig(BaseModel):
             "max_response_bytes": self.max_response_bytes,
             "default_temperature": self.default_temperature,
             "default_max_tokens": self.default_max_tokens,
+            "stream": self.stream,
             "extra_headers": sorted(self.extra_headers),
         }
 
@@ -130,14 +135,24 @@ class LLMResponse:
                             cost_usd=self.cost_usd, provider=self.provider, model=self.model)
 
 
+class TokenCallback(Protocol):
+    """Receives each piece of a streamed answer as it arrives (not durable; may be dropped)."""
+
+    def __call__(self, text: str) -> None: ...
+
+
 class LLMProvider(Protocol):
     """What a provider offers the nodes. Providers never retry: the engine's retry policy does."""
 
     name: str
     config: ProviderConfig
 
-    async def complete(self, request: LLMRequest) -> LLMResponse:
-        """Run one completion; failures raise ``ComponentError`` with a classifying ``ErrorType``."""
+    async def complete(self, request: LLMRequest, *, on_token: TokenCallback | None = None) -> LLMResponse:
+        """Run one completion; failures raise ``ComponentError`` with a classifying ``ErrorType``.
+
+        A streaming provider hands each piece of the answer to ``on_token`` as it arrives; the
+        response still holds the whole answer.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -1,7 +1,8 @@
 """Data-shaping operators: ``json_transform``, ``filter``, ``variable_set``, ``schema_validate``.
 
 Paths are dotted (``items.0.name``): keys of objects, indices of arrays (negative counts from the
-end). There is no expression language on purpose: anything richer belongs in a shell stage.
+end). FlowMason's conditions and ``{{...}}`` mapping templates are evaluated in the Jinja2 sandbox
+of ``flowmasond.engine.expressions``, never with ``eval``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+import jmespath
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from flowmasond.components.operators import shadowing_fields
 from flowmasond.components.operators.schema import (
@@ -21,6 +23,8 @@ from flowmasond.components.operators.schema import (
     validate_json_schema,
 )
 from flowmasond.engine.context import ExecutionContext
+from flowmasond.engine.expressions import ExpressionError, compile_expression, truthy
+from flowmasond.engine.templates import render_expressions
 from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
 from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
@@ -51,32 +55,129 @@ def lookup_path(data: Any, path: str) -> Any:
     return current
 
 
-@operator("json_transform", description="Build an object from dotted paths into data.")
+@operator("json_transform", description="Reshape data: a JMESPath query and/or a mapping of paths.",
+          deferred_template_roots=frozenset({"data"}))
 class JsonTransform:
-    """``result[key] = data at mapping[key]`` for every key of ``mapping``."""
+    """``result[key] = data at mapping[key]`` for every key of ``mapping`` (FlowMason's fields).
+
+    A mapping value is a dotted path (``user.name``, ``items.0``) or a template evaluated against
+    ``data`` itself: ``{{data.user.name}}``, ``{{name}}`` (a key of data), or an expression such
+    as ``{{data.tags[0] if data.tags else 'none'}}``. ``jmespath_expression`` is applied first;
+    the mapping then reads its result. ``template`` (as FlowMason's templates write it) is an
+    object of such templates, rendered whole; its top-level keys are also output fields, so
+    ``{{upstream.<stage>.<key>}}`` reads them. Without any of these, ``data`` passes through.
+    """
 
     class Input(ComponentInput):
-        data: Any
-        mapping: dict[str, str]
-        # False: a missing path yields `default` instead of failing the stage.
+        data: Any = None
+        mapping: dict[str, Any] | None = None
+        template: Any = None
+        jmespath_expression: str | None = None
+        defaults: dict[str, Any] | None = None  # per output key, used when its path is missing
+        # False: a missing path without a `defaults` entry yields `default` instead of failing.
         strict: bool = True
         default: Any = None
 
+        @field_validator("jmespath_expression")
+        @classmethod
+        def _compiles(cls, value: str | None) -> str | None:
+            if value is not None:
+                try:
+                    jmespath.compile(value)
+                except jmespath.exceptions.ParseError as exc:
+                    raise ValueError(f"invalid JMESPath expression: {exc}") from None
+            return value
+
     class Output(ComponentOutput):
-        result: dict[str, Any]
+        result: Any
+        fields_mapped: int = 0
+        fields_missing: list[str] = Field(default_factory=list)
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
-        result: dict[str, Any] = {}
-        for key, path in input.mapping.items():
+        data = input.data
+        if input.jmespath_expression is not None:
             try:
-                result[key] = lookup_path(input.data, path)
-            except LookupError as exc:
-                if input.strict:
-                    raise ComponentError(f"mapping '{key}': path '{path}': {exc.args[0]}",
+                data = jmespath.search(input.jmespath_expression, data)
+            except jmespath.exceptions.JMESPathError as exc:
+                raise ComponentError(f"jmespath_expression failed: {exc}", error_type=ErrorType.VALIDATION,
+                                     stage=context.stage_path) from exc
+        if input.template is not None:
+            return self._render(input, data, context)
+        if input.mapping is None:
+            if isinstance(data, dict) and input.defaults:
+                data = {**input.defaults, **data}
+            return self.Output(result=data)
+        result: dict[str, Any] = {}
+        missing: list[str] = []
+        defaults = input.defaults or {}
+        for key, spec in input.mapping.items():
+            try:
+                result[key] = _mapped_value(data, spec)
+            except (LookupError, ExpressionError) as exc:
+                missing.append(key)
+                if key in defaults:
+                    result[key] = defaults[key]
+                elif input.strict:
+                    raise ComponentError(f"mapping '{key}': {spec!r}: {exc.args[0]}",
                                          error_type=ErrorType.VALIDATION, stage=context.stage_path,
-                                         key=key, path=path) from exc
-                result[key] = input.default
-        return self.Output(result=result)
+                                         key=key, path=spec) from exc
+                else:
+                    result[key] = input.default
+        return self.Output(result=result, fields_mapped=len(result) - len(missing), fields_missing=missing)
+
+
+    def _render(self, input: Input, data: Any, context: ExecutionContext) -> Output:
+        """``template`` rendered over ``data``; a top-level key that fails follows the mapping rules."""
+        if not isinstance(input.template, dict):
+            try:
+                return self.Output(result=_render_template(input.template, data))
+            except ExpressionError as exc:
+                raise ComponentError(f"template: {exc}", error_type=ErrorType.VALIDATION,
+                                     stage=context.stage_path) from exc
+        result: dict[str, Any] = {}
+        missing: list[str] = []
+        defaults = input.defaults or {}
+        for key, spec in input.template.items():
+            try:
+                result[key] = _render_template(spec, data)
+            except ExpressionError as exc:
+                missing.append(key)
+                if key in defaults:
+                    result[key] = defaults[key]
+                elif input.strict:
+                    raise ComponentError(f"template '{key}': {exc}", error_type=ErrorType.VALIDATION,
+                                         stage=context.stage_path, key=key) from exc
+                else:
+                    result[key] = input.default
+        # The rendered keys are also output fields: FlowMason's templates read {{upstream.<stage>.<key>}}.
+        extra = {k: v for k, v in result.items() if k not in self.Output.model_fields}
+        return self.Output(result=result, fields_mapped=len(result) - len(missing), fields_missing=missing, **extra)
+
+
+def _render_template(template: Any, data: Any) -> Any:
+    """``template`` with every string's ``{{...}}`` evaluated against ``data`` (nested to any depth)."""
+    if isinstance(template, str):
+        if "{{" not in template:
+            return template
+        names = dict(data) if isinstance(data, dict) else {}
+        names["data"] = data
+        return render_expressions(template, names)
+    if isinstance(template, dict):
+        return {key: _render_template(value, data) for key, value in template.items()}
+    if isinstance(template, list):
+        return [_render_template(value, data) for value in template]
+    return template
+
+
+def _mapped_value(data: Any, spec: Any) -> Any:
+    """One mapping value: a template over ``data``, a dotted path, or (not a string) a constant."""
+    if not isinstance(spec, str):
+        return spec
+    if "{{" in spec:
+        names = dict(data) if isinstance(data, dict) else {}
+        names["data"] = data
+        return render_expressions(spec, names)
+    return lookup_path(data, spec)
 
 
 FilterOp = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "contains", "exists", "truthy"]
@@ -89,36 +190,102 @@ _ORDERINGS = {
 _MISSING = object()
 
 
-@operator("filter", description="Keep the items whose field satisfies op against value.")
+@operator("filter", description="Pass or fail data by a condition, or keep the list items that match.")
 class Filter:
-    """Keep matching items. A missing field counts as null, which no ordering matches.
+    """FlowMason's filter, with this project's item filter as the alternative spelling.
 
-    Equality is JSON equality (``true`` is not ``1``). Ordering compares numbers with numbers and
-    strings with strings; any other pair is a VALIDATION error naming the item.
+    FlowMason's fields: ``data`` and a ``condition`` expression (sandboxed, see
+    ``flowmasond.engine.expressions``) reading ``data`` (``filter_mode: pass_fail``) or each
+    ``item`` (``filter_array``), and/or ``field_conditions`` ``{path: expected}``. flowmasond's
+    own spelling: ``items`` with ``op`` against ``value`` at ``field``. A missing field counts as
+    null, which no ordering matches; equality is JSON equality (``true`` is not ``1``).
     """
 
     class Input(ComponentInput):
-        items: list[Any]
+        data: Any = None
+        condition: str | None = None
+        field_conditions: dict[str, Any] | None = None
+        pass_if_missing: bool = False
+        filter_mode: Literal["pass_fail", "filter_array"] = "pass_fail"
+        invert: bool = False
+        items: list[Any] | None = None
         field: str | None = None  # dotted path in each item; None: the item itself
-        op: FilterOp
+        op: FilterOp | None = None
         value: Any = None
+
+        @field_validator("condition")
+        @classmethod
+        def _compiles(cls, value: str | None) -> str | None:
+            if value is not None:
+                try:
+                    compile_expression(value)
+                except ExpressionError as exc:
+                    raise ValueError(str(exc)) from None
+            return value
 
         @model_validator(mode="after")
         def _value_fits_op(self) -> Any:
-            if self.op in _ORDERINGS and self.value is None:
-                raise ValueError(f"op '{self.op}' needs a value")
-            if self.op == "in" and not isinstance(self.value, (list, str, dict)):
-                raise ValueError("op 'in' needs a list (or string) value")
+            if self.items is not None or self.op is not None:
+                if self.items is None or self.op is None:
+                    raise ValueError("'items' and 'op' go together (or use data/condition)")
+                if self.op in _ORDERINGS and self.value is None:
+                    raise ValueError(f"op '{self.op}' needs a value")
+                if self.op == "in" and not isinstance(self.value, (list, str, dict)):
+                    raise ValueError("op 'in' needs a list (or string) value")
+            elif self.condition is None and self.field_conditions is None:
+                raise ValueError("set condition or field_conditions (or items and op)")
             return self
 
     class Output(ComponentOutput):
-        items: list[Any]
-        count: int
+        passed: bool
+        data: Any = None
+        filtered_count: int = 0
+        reason: str = ""
+        items: list[Any] | None = None  # the kept items (items/op spelling and filter_array)
+        count: int | None = None
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
-        kept = [item for index, item in enumerate(input.items)
-                if _matches(_field_of(item, input.field), input.op, input.value, index, input.field, context)]
-        return self.Output(items=kept, count=len(kept))
+        if input.op is not None:
+            assert input.items is not None
+            kept = [item for index, item in enumerate(input.items)
+                    if _matches(_field_of(item, input.field), input.op, input.value, index, input.field, context)]
+            return self.Output(passed=bool(kept), data=kept, filtered_count=len(input.items) - len(kept),
+                               reason=f"{len(kept)} of {len(input.items)} items matched", items=kept,
+                               count=len(kept))
+        if input.filter_mode == "filter_array":
+            if not isinstance(input.data, list):
+                raise ComponentError(f"filter_mode filter_array needs a list as data, got {json_type_name(input.data)}",
+                                     error_type=ErrorType.VALIDATION, stage=context.stage_path)
+            kept = [item for item in input.data if _passes(input, {"item": item}, item, context) != input.invert]
+            return self.Output(passed=bool(kept), data=kept, filtered_count=len(input.data) - len(kept),
+                               reason=f"{len(kept)} of {len(input.data)} items passed", items=kept,
+                               count=len(kept))
+        passed = _passes(input, {"data": input.data}, input.data, context) != input.invert
+        return self.Output(passed=passed, data=input.data if passed else None,
+                           reason=("passed" if passed else "did not pass") + (" (inverted)" if input.invert else ""))
+
+
+def _passes(input: Any, names: dict[str, Any], subject: Any, context: ExecutionContext) -> bool:
+    if input.field_conditions:
+        for path, expected in input.field_conditions.items():
+            try:
+                actual = lookup_path(subject, path)
+            except LookupError:
+                if not input.pass_if_missing:
+                    return False
+                continue
+            if not json_equal(actual, expected):
+                return False
+    if input.condition is None:
+        return True
+    try:
+        value = compile_expression(input.condition).evaluate(names, undefined=_MISSING, strict=False)
+    except ExpressionError as exc:
+        raise ComponentError(f"condition {input.condition!r}: {exc}", error_type=ErrorType.VALIDATION,
+                             stage=context.stage_path) from exc
+    if value is _MISSING:  # the condition reads a key the data does not have
+        return input.pass_if_missing
+    return truthy(value)
 
 
 def _field_of(item: Any, field: str | None) -> Any:
@@ -164,18 +331,49 @@ def _matches(found: Any, op: str, value: Any, index: int, field: str | None,
     return _ORDERINGS[op](actual, value)
 
 
-@operator("variable_set", description="Make values addressable as {{upstream.<stage>.variables.x}}.")
+@operator("variable_set", description="Name a value: {{upstream.<stage>.value}} (or .variables.<name>).")
 class VariableSet:
-    """Return ``variables`` as they resolved, so later stages can reference them by name."""
+    """FlowMason's ``name`` / ``value`` (optionally ``extract_path`` into it), or ``variables``.
+
+    The values become this stage's output; later stages read them from there. There is no
+    shared mutable variable store (a durable run replays outputs, not mutations), so ``scope``
+    and ``overwrite`` are accepted for compatibility and ``previous_value`` is always null.
+    """
 
     class Input(ComponentInput):
+        name: str | None = Field(default=None, min_length=1)
+        value: Any = None
+        scope: Literal["pipeline", "stage", "global", "run"] = "pipeline"
+        overwrite: bool = True
+        extract_path: str | None = None
         variables: dict[str, Any] = Field(default_factory=dict)
+
+        @model_validator(mode="after")
+        def _something_to_set(self) -> Any:
+            if self.name is None and not self.variables and self.value is not None:
+                raise ValueError("'value' needs a 'name'")
+            return self
 
     class Output(ComponentOutput):
         variables: dict[str, Any]
+        name: str | None = None
+        value: Any = None
+        previous_value: Any = None
+        was_set: bool = False
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
-        return self.Output(variables=dict(input.variables))
+        variables = dict(input.variables)
+        value = input.value
+        if input.name is not None:
+            if input.extract_path:
+                try:
+                    value = lookup_path(value, input.extract_path)
+                except LookupError as exc:
+                    raise ComponentError(f"extract_path '{input.extract_path}': {exc.args[0]}",
+                                         error_type=ErrorType.VALIDATION, stage=context.stage_path) from exc
+            variables[input.name] = value
+        return self.Output(variables=variables, name=input.name, value=value,
+                           was_set=input.name is not None or bool(variables))
 
 
 @operator("schema_validate", description="Check data against a JSON Schema (Draft 2020-12, formats checked).")

@@ -1,6 +1,9 @@
 """The ``http_request`` operator: one HTTP request with httpx, failures classified for retry.
 
-Classification of an unexpected status: 429 -> RATE_LIMIT (honouring Retry-After), 408 -> TIMEOUT,
+As in FlowMason, an answered request is a successful stage: a 404 returns ``status_code`` 404 and
+``success: false``. Two exceptions keep retries meaningful: a status that asking again may fix
+(429, 408, 5xx) fails the stage, and when ``expected_status`` is set every other status fails it.
+Classification of a failing status: 429 -> RATE_LIMIT (honouring Retry-After), 408 -> TIMEOUT,
 5xx -> COMPONENT (retryable); 400/422 -> VALIDATION, 401/403 -> PERMISSION and every other status
 -> CONFIGURATION (not retryable: a 404 or 405 will not fix itself by asking again).
 """
@@ -15,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from flowmasond.components.operators import shadowing_fields
 from flowmasond.engine.context import ExecutionContext
@@ -52,12 +55,18 @@ class HttpRequest:
     class Input(ComponentInput):
         url: str = Field(min_length=1)
         method: str = "GET"
-        headers: dict[str, str] = Field(default_factory=dict)
-        params: dict[str, QueryValue | list[QueryValue]] = Field(default_factory=dict)
+        headers: dict[str, str] | None = None
+        # `query_params` is the spelling of FlowMason's own templates.
+        params: dict[str, QueryValue | list[QueryValue]] | None = Field(
+            default=None, validation_alias=AliasChoices("params", "query_params"))
         json_body: Any = None
-        body: str | None = None
+        # FlowMason: a JSON object or list is sent as JSON; a string is sent as it is.
+        body: Any = None
         timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
-        expected_status: list[int] | None = None  # None: any 2xx
+        timeout: float | None = Field(default=None, gt=0)  # FlowMason's name (seconds)
+        verify_ssl: bool = True
+        # None: 4xx answers are outputs (success false), 408/429/5xx fail; a list: others fail.
+        expected_status: list[int] | None = None
         parse_json: bool | None = None  # None: when the Content-Type says JSON
         follow_redirects: bool = True
         max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0)
@@ -76,32 +85,49 @@ class HttpRequest:
                 raise ValueError("set json_body or body, not both")
             return self
 
+        @property
+        def seconds(self) -> float:
+            return self.timeout if self.timeout is not None else self.timeout_s
+
     with shadowing_fields():
         class Output(ComponentOutput):
             status_code: int
             headers: dict[str, str]
+            body: Any = None  # FlowMason: the parsed JSON, else the text
             text: str
             json: Any = None
+            success: bool  # a 2xx status
+            elapsed_ms: int
+            url: str  # after redirects
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
-        headers = dict(input.headers)
+        headers = dict(input.headers or {})
+        json_body, content = input.json_body, None
+        if isinstance(input.body, str):
+            content = input.body.encode()
+        elif input.body is not None:
+            json_body = input.body
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = context.idempotency_key
+        trace = context.services.get("traceparent")
+        parent = trace(context.run_id, context.stage_path) if trace is not None else None
+        if parent and not any(name.lower() == "traceparent" for name in headers):
+            headers["traceparent"] = parent  # W3C trace context: the callee's spans join the run's trace
         where = {"stage": context.stage_path, "method": input.method, "url": input.url}
+        started = time.monotonic()
         try:
-            async with httpx.AsyncClient(timeout=input.timeout_s, verify=_tls_context(),
+            async with httpx.AsyncClient(timeout=input.seconds, verify=_tls_context() if input.verify_ssl else False,
                                          follow_redirects=input.follow_redirects) as client:
                 async with client.stream(
                     input.method, input.url, headers=headers, params=input.params or None,
-                    json=input.json_body if input.json_body is not None else None,
-                    content=input.body.encode() if input.body is not None else None,
+                    json=json_body, content=content,
                 ) as response:
                     body, truncated = await _read_body(response, input.max_response_bytes)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
             raise ComponentError(f"invalid request: {exc}", error_type=ErrorType.CONFIGURATION,
                                  **where) from exc
         except httpx.TimeoutException as exc:
-            raise ComponentError(f"request timed out ({type(exc).__name__}) after {input.timeout_s} s",
+            raise ComponentError(f"request timed out ({type(exc).__name__}) after {input.seconds} s",
                                  error_type=ErrorType.TIMEOUT, **where) from exc
         except httpx.TooManyRedirects as exc:
             raise ComponentError(f"too many redirects: {exc}", error_type=ErrorType.CONFIGURATION,
@@ -112,9 +138,13 @@ class HttpRequest:
         except httpx.HTTPError as exc:  # DecodingError and the like: the peer sent something broken
             raise ComponentError(f"bad response: {exc}", error_type=ErrorType.COMPONENT, **where) from exc
 
+        elapsed_ms = int((time.monotonic() - started) * 1000)
         status = response.status_code
         text = body.decode(response.encoding or "utf-8", errors="replace")
-        expected = status in input.expected_status if input.expected_status is not None else 200 <= status < 300
+        if input.expected_status is not None:
+            expected = status in input.expected_status
+        else:
+            expected = status < 400 or not classify_status(status).retryable
         if not expected:
             raise _status_error(response, text, where)
         if truncated:
@@ -122,8 +152,10 @@ class HttpRequest:
                 f"response body is larger than max_response_bytes ({input.max_response_bytes} bytes)",
                 error_type=ErrorType.VALIDATION, status_code=status,
                 max_response_bytes=input.max_response_bytes, **where)
+        parsed = _json_of(response, body, text, input.parse_json, where)
         return self.Output(status_code=status, headers=_flat_headers(response.headers), text=text,
-                           json=_json_of(response, body, text, input.parse_json, where))
+                           json=parsed, body=parsed if parsed is not None else text,
+                           success=200 <= status < 300, elapsed_ms=elapsed_ms, url=str(response.url))
 
 
 async def _read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:

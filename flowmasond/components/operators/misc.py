@@ -27,23 +27,31 @@ class Logger:
         message: str
         level: Literal["debug", "info", "warning", "error"] = "info"
         data: Any = None
+        tags: dict[str, str] | None = None  # bound to the log line
+        passthrough: Any = None  # returned unchanged, so the logger can sit inside a chain
 
     class Output(ComponentOutput):
         message: str
         level: str
+        logged: bool = True
+        log_id: str  # <run id>/<stage path>/<attempt>: unique, and stable for one attempt
+        passthrough: Any = None
 
     async def execute(self, input: Input, context: ExecutionContext) -> Output:
         # The engine may hand over a logger already bound to more (daemon, pipeline file...).
         base = context.logger if hasattr(context.logger, "bind") else structlog.get_logger(LOGGER_NAME)
         log = base.bind(run_id=context.run_id, pipeline_id=context.pipeline_id,
                         stage_id=context.stage_id, stage_path=context.stage_path, attempt=context.attempt)
-        fields = {"data": input.data} if input.data is not None else {}
+        fields: dict[str, Any] = {"data": input.data} if input.data is not None else {}
+        if input.tags:
+            fields["tags"] = dict(input.tags)
         getattr(log, input.level)(input.message, **fields)
         sink = sink_of(context)
         if sink is not None:
             extra = f" {json.dumps(input.data, default=str)}" if input.data is not None else ""
             sink.write(context.run_id, context.stage_path, "log", f"{input.level}: {input.message}{extra}\n")
-        return self.Output(message=input.message, level=input.level)
+        return self.Output(message=input.message, level=input.level, passthrough=input.passthrough,
+                           log_id=f"{context.idempotency_key}/{context.attempt}")
 
 
 @operator("sleep", description="Wait a number of seconds (cancellable at once).")

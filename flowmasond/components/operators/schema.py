@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError as SchemaViolation
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError as SchemaViolation
+
+# jsonschema is imported on first use, not with this module: with its format checkers (rfc3987
+# grammars compiled by lark at import) it costs 0.2-2 s, which every `run-once` and daemon start
+# paid even when no pipeline validates a schema.
 
 JSON_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "object", "array", "null")
 
@@ -98,6 +103,8 @@ def check_schema(schema: Any, *, path: str = "schema") -> list[str]:
 
 @lru_cache(maxsize=_VALIDATOR_CACHE_SIZE)
 def _schema_problems(text: str, path: str) -> tuple[str, ...]:
+    from jsonschema import Draft202012Validator
+
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
     try:
         errors = sorted(meta.iter_errors(json.loads(text)), key=lambda e: [str(p) for p in e.absolute_path])
@@ -108,6 +115,8 @@ def _schema_problems(text: str, path: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=_VALIDATOR_CACHE_SIZE)
 def _validator(text: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(json.loads(text), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 

@@ -127,6 +127,10 @@ def child_env(input: Shell.Input, context: ExecutionContext) -> dict[str, str]:
         "FLOWMASON_STAGE_PATH": context.stage_path,
         "FLOWMASON_ATTEMPT": str(context.attempt),
     })
+    trace = context.services.get("traceparent")
+    parent = trace(context.run_id, context.stage_path) if trace is not None else None
+    if parent:  # W3C trace context, for commands that report their own spans
+        env["TRACEPARENT"] = parent
     return env
 
 
