@@ -17,9 +17,9 @@ import heapq
 import os
 import time
 import uuid
-from collections import ChainMap
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import structlog
 from pydantic import ValidationError
