@@ -24,12 +24,14 @@ from typing import Any
 
 # new_run_id(): a child run gets a fresh random id in every process tree.
 _RUN_ID = re.compile(r"\br[0-9a-f]+-[0-9a-f]{8}\b")
+_UNSTABLE_KEYS = frozenset({"child_run_id", "execution_time_ms"})
 
 
 def normalise(value: Any) -> Any:
-    """A run output without child run ids (as keys or inside error messages)."""
+    """A run output without child run ids (as keys or inside error messages) or wall-clock timings
+    (a subpipeline's ``execution_time_ms``, FlowMason's output field)."""
     if isinstance(value, dict):
-        return {k: normalise(v) for k, v in value.items() if k != "child_run_id"}
+        return {k: normalise(v) for k, v in value.items() if k not in _UNSTABLE_KEYS}
     if isinstance(value, list):
         return [normalise(v) for v in value]
     if isinstance(value, str):
