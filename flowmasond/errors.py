@@ -170,6 +170,19 @@ class UnsafeToRepeatError(FlowmasonError):
     code = "unsafe_to_repeat"
 
 
+class ChildRunInterruptedError(FlowmasonError):
+    """A child run (subpipeline) stopped without finishing; its parent stops, interrupted, the same way."""
+
+    code = "child_run_interrupted"
+
+    def __init__(self, message: str | None = None, *, cause_code: str | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        if cause_code:
+            # The parent carries the child's reason (storage_full, daemon_stopped...), so recovery
+            # treats it as it would the child: resumed automatically unless an operator must decide.
+            self.code = cause_code
+
+
 class DefinitionChangedError(FlowmasonError):
     """The pipeline changed since the run started; resuming against it must be asked for explicitly."""
 

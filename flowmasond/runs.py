@@ -614,7 +614,7 @@ class RunManager:
         self._accepting = False
         active = list(self._active.values())
         for run in active:
-            run.token.cancel(SHUTDOWN, grace_s=grace_s)
+            run.token.cancel(SHUTDOWN, grace_s=grace_s, interrupt=True)
         tasks = [r.task for r in active if r.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=grace_s + status_margin_s)
@@ -635,7 +635,7 @@ class RunManager:
         """A second signal: cancel every in-flight stage at once (committed results are kept)."""
         self._accepting = False
         for run in self._active.values():
-            run.token.cancel(SHUTDOWN, grace_s=0.0)
+            run.token.cancel(SHUTDOWN, grace_s=0.0, interrupt=True)
             # The engine read the grace when it began draining, so lowering it changes nothing for a
             # drain already waiting: cancelling the run's task is what ends that wait.
             run.stopped_now = True

@@ -66,7 +66,7 @@ def fork_plan(plan: ExecutionPlan, snapshot: RunSnapshot, from_stage: str, *, ru
         # An unhandled failure is not a result to keep: that stage must run again.
         if reused(path) and (result.status is not StageStatus.FAILED or result.handled):
             seed.append(Record.of_result(path, result))
-    for path, decision in snapshot.decisions.items():
+    for path, state in snapshot.states.items():
         if reused(path):
-            seed.append(Record.of_decision(path, decision))
+            seed.append(Record.of_state(path, state))
     return ForkPlan(from_stage=from_stage, rerun_top=rerun, seed=seed)

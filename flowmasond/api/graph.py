@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowmasond.components.control_flow import child_stage_ids
+from flowmasond.components.control_flow_components import child_stage_ids
 from flowmasond.engine.models import PipelineConfig
 
 

@@ -13,23 +13,28 @@ class CancellationToken:
     cancelled (a shell stage's process group gets SIGTERM, then SIGKILL).
     """
 
-    __slots__ = ("_callbacks", "_event", "grace_s", "reason")
+    __slots__ = ("_callbacks", "_event", "grace_s", "interrupting", "reason")
 
     def __init__(self, grace_s: float = 5.0) -> None:
         self._event = asyncio.Event()
         self.reason: str | None = None
         self.grace_s = grace_s
         self._callbacks: list[Callable[[], None]] = []
+        # True when the run stops only to be resumed later (the daemon is stopping), not for good:
+        # a trycatch then leaves its finally stages for the resumed run.
+        self.interrupting = False
 
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    def cancel(self, reason: str = "cancelled", *, grace_s: float | None = None) -> None:
+    def cancel(self, reason: str = "cancelled", *, grace_s: float | None = None, interrupt: bool = False) -> None:
+        """Request the stop; ``interrupt``: the run will be resumed (daemon shutdown), not ended."""
         if grace_s is not None:
             self.grace_s = grace_s
         if not self._event.is_set():
             self.reason = reason
+            self.interrupting = interrupt
             self._event.set()
             for callback in list(self._callbacks):
                 callback()

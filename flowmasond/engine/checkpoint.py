@@ -93,5 +93,5 @@ class MemoryRunLedger:
 
     async def load_snapshot(self, run_id: str) -> RunSnapshot:
         snapshot = self._run(run_id).store.snapshot
-        return RunSnapshot(results=dict(snapshot.results), decisions=dict(snapshot.decisions),
+        return RunSnapshot(results=dict(snapshot.results), states=dict(snapshot.states),
                            attempts=dict(snapshot.attempts))

@@ -17,25 +17,28 @@ import heapq
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import structlog
 from pydantic import ValidationError
 
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.checkpoint import MemoryRunStore
+from flowmasond.engine.control_flow_handlers import ControlFlowHandler, StateUpdates
+from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import (ChildRunner, ComponentResult, CompositeHooks, ErrorType,
                                           ExecutionHooks, Record, RunSnapshot, RunStatus, RunStore,
                                           StageGate, StageStatus, UsageMetrics)
-from flowmasond.engine.control_flow import ControlFlowHandler
-from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
 from flowmasond.engine.models import PipelineConfig, RetryConfig
 from flowmasond.engine.plan import ExecutionPlan, Group
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.engine.templates import TemplateScope, resolve
+from flowmasond.engine.visibility import UpstreamVisibility
 from flowmasond.errors import (
+    ChildRunInterruptedError,
     FlowmasonError,
     JournalError,
     PipelineError,
@@ -73,6 +76,23 @@ class RunOutcome:
     returned: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Catcher:
+    """The trycatch whose try phase a frame runs: a failure there enters its catch phase."""
+
+    path: str  # the trycatch's stage path, where its ControlFlowState is journaled
+    propagate: bool  # error_scope=propagate: the failure is not handled, so a resume retries it
+    # catch_error_types: only failures of these ErrorTypes are caught (empty: every failure)
+    error_types: frozenset[str] = frozenset()
+
+    def catches(self, result: ComponentResult) -> bool:
+        """Whether this trycatch catches the failure ``result``."""
+        if not self.error_types:
+            return True
+        kind = result.error_type.value if result.error_type else ErrorType.UNKNOWN.value
+        return kind in self.error_types
+
+
 @dataclass(slots=True)
 class Frame:
     """Where a group of stages runs: path prefix, visible outputs, loop variables, failure policy."""
@@ -82,9 +102,8 @@ class Frame:
     variables: Mapping[str, Any]
     # Failures here were chosen to be lived with (foreach without break_on_error): never retried.
     failures_handled: bool = False
-    # Extra records committed in the same transaction as a failed result (trycatch's phase change);
-    # None from the callback means the failure is not handled here (a trycatch's catch_error_types).
-    on_failure: Callable[[str, ComponentResult], list[Record] | None] | None = None
+    # Set for a trycatch's try stages: their failure is committed with the trycatch's catch state.
+    catcher: Catcher | None = None
     # The retry policy of leaf stages without a retry_config of their own (trycatch max_retries).
     retry_default: RetryConfig | None = None
 
@@ -112,18 +131,51 @@ class ExecutingRun:
     inputs: dict[str, Any]
     store: RunStore
     cancellation: CancellationToken
-    decisions: dict[str, dict[str, Any]]
+    flow: dict[str, ControlFlowState]  # every control-flow stage's state, by path
     committed: dict[str, ComponentResult]  # restored + newly committed, by path
     resumed_attempts: dict[str, int]
+    visibility: UpstreamVisibility
     force: bool = False
     depth: int = 0
     upstream: dict[str, Any] = field(default_factory=dict)
     returned: bool = False
     return_value: Any = None
+    return_path: str | None = None  # the return stage that fired
     context_base: dict[str, Any] = field(default_factory=dict)
     logger: Any = None
     # Leaf stages of this run in flight at once (max_concurrency is per run, not per daemon).
     slots: asyncio.Semaphore | None = None
+
+    def apply(self, path: str, state: ControlFlowState) -> None:
+        """Take ``state`` as the control-flow state at ``path`` (a return that fired ends the run)."""
+        self.flow[path] = state
+        if state.kind == "return" and state.returned and not self.returned:
+            self.returned, self.return_value, self.return_path = True, state.return_value, path
+
+    def on_return_path(self, path: str) -> bool:
+        """Whether the return that fired lies under ``path`` (whose stage must still finish)."""
+        return self.return_path is not None and self.return_path.startswith(path + "/")
+
+    def shielded(self, prefix: str, members: Sequence[str]) -> ExecutingRun:
+        """A view of this run in which the stages ``members`` (at ``prefix``) start although the run
+        returned or was cancelled: a trycatch runs its finally stages in it.
+
+        It shares every committed result and state; a cancelled run gets a fresh token so the
+        cleanup is not cancelled on arrival. A return that fired inside ``members`` themselves (seen
+        on resume) still stands in the view, so it stops the rest of them as it did the first time.
+        """
+        token = self.cancellation
+        if token.cancelled:
+            token = CancellationToken(grace_s=token.grace_s)
+        path = self.return_path
+        if path is not None and path.startswith(prefix) and path[len(prefix):].split("/", 1)[0] in members:
+            return replace(self, cancellation=token)
+        return replace(self, cancellation=token, returned=False, return_value=None, return_path=None)
+
+    def adopt_return(self, view: ExecutingRun) -> None:
+        """A return that fired inside a ``shielded`` view ends this run too."""
+        if view.returned and not self.returned:
+            self.returned, self.return_value, self.return_path = True, view.return_value, view.return_path
 
 
 class DAGExecutor:
@@ -193,17 +245,18 @@ class DAGExecutor:
         snapshot = snapshot or RunSnapshot()
         if store is None:
             store = MemoryRunStore()
+        plan = self.plan_for(pipeline)
         run = ExecutingRun(
-            run_id=run_id, pipeline=pipeline, plan=self.plan_for(pipeline), inputs=inputs, store=store,
-            cancellation=cancellation or CancellationToken(), decisions=dict(snapshot.decisions),
-            committed=dict(snapshot.results), resumed_attempts=dict(snapshot.attempts), force=force,
+            run_id=run_id, pipeline=pipeline, plan=plan, inputs=inputs, store=store,
+            cancellation=cancellation or CancellationToken(), flow={},
+            committed=dict(snapshot.results), resumed_attempts=dict(snapshot.attempts),
+            visibility=plan.visibility, force=force,
             depth=depth, logger=log.bind(run_id=run_id, pipeline_id=pipeline.id),
             slots=asyncio.Semaphore(self.max_concurrency) if self.max_concurrency > 0 else None,
         )
         run.context_base = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_version": pipeline.version}
-        for decision in run.decisions.values():
-            if decision.get("type") == "return" and decision.get("returned"):
-                run.returned, run.return_value = True, decision.get("value")
+        for path, state in snapshot.states.items():
+            run.apply(path, state)
         if self.hooks is not None:
             await self.hooks.on_run_start(run_id, pipeline, inputs)
         outcome = await self._execute_run(run)
@@ -227,9 +280,9 @@ class DAGExecutor:
         except UnsafeToRepeatError as exc:
             outcome.status, outcome.error = RunStatus.INTERRUPTED, exc.to_dict()
             outcome.failed_path = exc.context.get("path")
-        except JournalError as exc:
-            # The journal could not commit: nothing after the last commit is claimed, and the run
-            # resumes from there once the fault is gone.
+        except (JournalError, ChildRunInterruptedError) as exc:
+            # The journal could not commit (here or in a child run): nothing after the last commit
+            # is claimed, and the run resumes from there once the fault is gone.
             outcome.status, outcome.error = RunStatus.INTERRUPTED, exc.to_dict()
         except FlowmasonError as exc:
             outcome.status, outcome.error = RunStatus.FAILED, exc.to_dict()
@@ -298,10 +351,23 @@ class DAGExecutor:
 
         try:
             while True:
-                while ready and failed is None and not run.returned and not token.cancelled:
+                while ready and failed is None and not token.cancelled:
                     if sequential and tasks:
                         break
-                    _, member = heapq.heappop(ready)
+                    if run.returned:
+                        # After a return only a stage holding it still runs (on resume, to finish
+                        # what encloses the return, such as a trycatch's finally stages), and
+                        # committed ones are restored so that such a stage's dependencies are met.
+                        pick = next((entry for entry in ready
+                                     if frame.prefix + entry[1] in run.committed
+                                     or run.on_return_path(frame.prefix + entry[1])), None)
+                        if pick is None:
+                            break
+                        ready.remove(pick)
+                        heapq.heapify(ready)
+                        member = pick[1]
+                    else:
+                        _, member = heapq.heappop(ready)
                     path = frame.prefix + member
                     restored = run.committed.get(path)
                     if restored is not None:
@@ -400,26 +466,44 @@ class DAGExecutor:
         tasks.clear()
 
     def _restore(self, run: ExecutingRun, member: str, path: str, result: ComponentResult, frame: Frame) -> None:
-        frame.upstream[member] = _visible_output(run.plan.stages[member], result)
-        if run.plan.meta[member].kind == "control_flow":
-            for child_path, child in run.plan.flat_descendants(member, frame.prefix):
-                child_result = run.committed.get(child_path)
-                if child_result is not None:
-                    frame.upstream[child] = child_result.output if child_result.ok else None
-                else:
-                    frame.upstream.setdefault(child, None)
+        run.visibility.restore(frame.upstream, member, frame.prefix, result, run.committed)
 
     async def _skip(self, run: ExecutingRun, member: str, path: str, frame: Frame, reason: str) -> ComponentResult:
         stage = run.plan.stages[member]
         result = ComponentResult.skipped(member, stage.component_type, reason)
-        frame.upstream[member] = None
-        for _, child in run.plan.flat_descendants(member, frame.prefix):
-            frame.upstream.setdefault(child, None)
+        run.visibility.hide(frame.upstream, member, frame.prefix)
         # Derived skips are not journaled: on resume they follow again from committed results.
         run.committed[path] = result
         if self.hooks is not None:
             await self.hooks.on_stage_skipped(run.run_id, path, stage, reason)
         return result
+
+    # -- the one place results and control-flow states are committed ----------------------------------
+    async def commit(self, run: ExecutingRun, result: tuple[str, ComponentResult] | None = None,
+                     frame: Frame | None = None, *, states: Sequence[tuple[str, ControlFlowState]] = (),
+                     skipped: Sequence[tuple[str, ComponentResult]] = ()) -> None:
+        """Commit a stage result with the control-flow states it caused, in one transaction.
+
+        Handlers call it alone for decisions taken before the work they decide (a branch with its
+        skip set, a loop's items, a child run id). States apply to the run before the commit is
+        awaited, so a return stops siblings from starting meanwhile; if the commit fails the run
+        stops (JournalError), and nothing of it is claimed.
+        """
+        records: list[Record] = []
+        if result is not None:
+            records.append(Record.of_result(*result))
+        records.extend(Record.of_state(path, state) for path, state in states)
+        records.extend(Record.of_result(path, skip) for path, skip in skipped)
+        for path, state in states:
+            run.apply(path, state)
+        await run.store.commit(records)
+        for path, skip in skipped:
+            run.committed[path] = skip
+        if result is not None:
+            path, stage_result = result
+            run.committed[path] = stage_result
+            if frame is not None:
+                run.visibility.publish(frame.upstream, stage_result.stage_id, stage_result)
 
     # -- one stage ----------------------------------------------------------------------------------
     def template_scope(self, run: ExecutingRun, member: str, path: str, frame: Frame) -> TemplateScope:
@@ -431,7 +515,7 @@ class DAGExecutor:
         stage = run.plan.stages[member]
         meta = run.plan.meta[member]
         path = frame.prefix + member
-        extra: list[Record] = []
+        states: StateUpdates = []
         try:
             config = resolve(stage.config, self.template_scope(run, member, path, frame), stage=member,
                              shell=getattr(meta.input_model, "shell_templates", None),
@@ -446,26 +530,20 @@ class DAGExecutor:
                 # Breakpoints: after the inputs are resolved, so a paused run can show them.
                 await self.stage_gate(run.run_id, path, member, config, run.cancellation)
             if meta.kind == "control_flow":
-                result, extra = await self.control_flow.execute(run, stage, meta, path, frame, input_model)
+                result, states = await self.control_flow.execute(run, stage, meta, path, frame, input_model)
             else:
                 result = await self._run_leaf(run, stage, meta, path, frame, input_model)
-        handled = False
         if result.status is StageStatus.FAILED:
             if stage.on_error == "continue" or frame.failures_handled:
-                handled = True
-            elif frame.on_failure is not None:
-                records = frame.on_failure(path, result)
-                if records is not None:
-                    extra = [*extra, *records]
-                    handled = True
-            if handled:
                 result.handled = True
+            elif frame.catcher is not None and frame.catcher.catches(result):
+                states = [*states, (frame.catcher.path, ControlFlowState.caught_failure(path, result))]
+                # A propagated failure is not handled: a resume runs it again.
+                result.handled = not frame.catcher.propagate
         span_ids = self.services.get("span_ids")  # the daemon's tracer: journaled with the result
         if span_ids is not None:
             result.trace_id, result.span_id = span_ids(run.run_id, path)
-        await run.store.commit([Record.of_result(path, result), *extra] if extra else [Record.of_result(path, result)])
-        run.committed[path] = result
-        frame.upstream[member] = _visible_output(stage, result)
+        await self.commit(run, (path, result), frame, states=states)
         if self.hooks is not None:
             await self.hooks.on_stage_complete(run.run_id, path, stage, result)
         return result
@@ -502,15 +580,6 @@ class DAGExecutor:
         pipeline = self.lookup_pipeline(pipeline_id)
         return await self.execute(pipeline, inputs, run_id=child_run_id,
                                   cancellation=cancellation or parent.cancellation, depth=parent.depth + 1)
-
-
-def _visible_output(stage: Any, result: ComponentResult) -> Any:
-    """What dependents read: the output, or a failed-and-continued stage's ``fallback_output``."""
-    if result.status is StageStatus.SUCCESS:
-        return result.output
-    if result.status is StageStatus.FAILED and result.handled and stage.on_error == "continue":
-        return stage.fallback_output
-    return None
 
 
 def _skipped(result: ComponentResult | None) -> bool:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from pydantic import BaseModel
 
+from flowmasond.engine.flow_state import ControlFlowState
+
 if TYPE_CHECKING:
     from flowmasond.engine.cancellation import CancellationToken
     from flowmasond.engine.context import ExecutionContext
@@ -226,7 +228,7 @@ class RecordKind(str, Enum):
     """What a journal record holds."""
 
     RESULT = "result"  # a ComponentResult for one stage path
-    DECISION = "decision"  # a control-flow state transition at a stage path (latest one wins)
+    DECISION = "decision"  # a ControlFlowState at a control-flow stage's path (latest one wins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,15 +238,15 @@ class Record:
     kind: RecordKind
     path: str
     result: ComponentResult | None = None
-    decision: dict[str, Any] | None = None
+    state: ControlFlowState | None = None
 
     @classmethod
     def of_result(cls, path: str, result: ComponentResult) -> Record:
         return cls(RecordKind.RESULT, path, result=result)
 
     @classmethod
-    def of_decision(cls, path: str, decision: dict[str, Any]) -> Record:
-        return cls(RecordKind.DECISION, path, decision=decision)
+    def of_state(cls, path: str, state: ControlFlowState) -> Record:
+        return cls(RecordKind.DECISION, path, state=state)
 
 
 @dataclass(slots=True)
@@ -252,7 +254,7 @@ class RunSnapshot:
     """Everything committed for one run: the state a resumed run continues from."""
 
     results: dict[str, ComponentResult] = field(default_factory=dict)
-    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: dict[str, ControlFlowState] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)  # highest started attempt per path
 
     def apply(self, record: Record) -> None:
@@ -260,14 +262,14 @@ class RunSnapshot:
             assert record.result is not None
             self.results[record.path] = record.result
         else:
-            assert record.decision is not None
-            self.decisions[record.path] = record.decision
+            assert record.state is not None
+            self.states[record.path] = record.state
 
     def for_resume(self) -> RunSnapshot:
         """The snapshot a resume starts from: unhandled failures are dropped so they run again."""
         kept = {p: r for p, r in self.results.items()
                 if r.status is not StageStatus.FAILED or r.handled}
-        return RunSnapshot(results=kept, decisions=dict(self.decisions), attempts=dict(self.attempts))
+        return RunSnapshot(results=kept, states=dict(self.states), attempts=dict(self.attempts))
 
     def in_flight(self) -> list[str]:
         """Paths that started an attempt but have no committed result (candidates to re-run)."""

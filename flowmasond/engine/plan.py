@@ -14,7 +14,7 @@ import heapq
 from dataclasses import dataclass
 from collections.abc import Mapping
 
-from flowmasond.components.control_flow import child_stage_ids
+from flowmasond.components.control_flow_components import child_stage_ids
 from flowmasond.engine.models import PipelineConfig, StageConfig
 from flowmasond.engine.registry import ComponentMeta, ComponentRegistry
 from flowmasond.errors import PipelineError
@@ -57,6 +57,9 @@ class ExecutionPlan:
         self._groups: dict[tuple[str, ...], Group] = {}
         self._desc_deps: dict[str, frozenset[str]] = {}
         self.top = self.group([s.id for s in pipeline.stages if s.id not in self.owner])
+        from flowmasond.engine.visibility import UpstreamVisibility
+
+        self.visibility = UpstreamVisibility(self)
 
     # -- ownership ---------------------------------------------------------------------------
     def owned(self, stage_id: str) -> list[str]:

@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from flowmasond.engine.interfaces import ComponentResult, ErrorType, RunSnapshot, StageStatus, UsageMetrics
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.journal.rows import dumps, dumps_or_none
 from flowmasond.journal.sqlfiles import queries
 
@@ -32,9 +33,9 @@ def result_values(result: ComponentResult) -> tuple[Any, ...]:
             usage.provider, usage.model, result.trace_id, result.span_id)
 
 
-def decision_value(decision: dict[str, Any]) -> str:
-    """``insert_decision`` parameter ?4: the decision as a JSON document."""
-    return dumps(decision)
+def state_value(state: ControlFlowState) -> str:
+    """``insert_decision`` parameter ?4: the control-flow state as a versioned JSON document."""
+    return dumps(state.to_json())
 
 
 def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
@@ -69,7 +70,8 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
 def _decode(records: list[tuple[Any, ...]]) -> RunSnapshot:
     """The snapshot of ``records`` (``snapshot_records`` rows, oldest first; the latest wins)."""
     snapshot = RunSnapshot()
-    results, decisions = snapshot.results, snapshot.decisions
+    results, states = snapshot.results, snapshot.states
+    state_of = ControlFlowState.from_json  # reads version-1 rows of older journals too
     loads, status_of, error_type_of = json.loads, _STATUS.__getitem__, _ERROR_TYPE.get
     result_of, usage_of = ComponentResult, UsageMetrics
     for (kind, path, decision, stage_id, component_type, status, output, error, error_type,
@@ -87,5 +89,5 @@ def _decode(records: list[tuple[Any, ...]]) -> RunSnapshot:
                 None if error_type is None else error_type_of(error_type),
                 usage, attempts_made, started_at, finished_at, handled == 1, trace_id, span_id)
         else:
-            decisions[path] = loads(decision)
+            states[path] = state_of(loads(decision))
     return snapshot

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from flowmasond.engine.interfaces import MIXED, Record, RecordKind, UsageMetrics
 from flowmasond.errors import JournalError, RunNotFoundError
-from flowmasond.journal.records import decision_value, result_values
+from flowmasond.journal.records import result_values, state_value
 from flowmasond.journal.sqlfiles import queries
 from flowmasond.journal.writer import JournalWriter
 
@@ -119,11 +119,11 @@ def encode_records(run_id: str, records: Sequence[Record],
                              (run_id, record.path, now, *result_values(result))))
                 total = result.usage if total is None else total + result.usage
             else:
-                if record.decision is None:
-                    raise JournalError("a decision record carries no decision",
+                if record.state is None:
+                    raise JournalError("a control-flow record carries no state",
                                        run_id=run_id, path=record.path)
                 rows.append((q.insert_decision,
-                             (run_id, record.path, now, decision_value(record.decision))))
+                             (run_id, record.path, now, state_value(record.state))))
         except (TypeError, ValueError) as exc:
             raise JournalError(f"record is not JSON-serialisable: {exc}", run_id=run_id,
                                path=record.path, kind=record.kind.value) from exc

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, BaseModel, ValidationError
 
-from flowmasond.components.control_flow import child_stage_ids
+from flowmasond.components.control_flow_components import child_stage_ids
 from flowmasond.components.llm.settings import LLMSettings
 from flowmasond.engine.models import RESERVED_STAGE_IDS, PipelineConfig, ScheduleConfig, StageConfig
 from flowmasond.engine.registry import ComponentMeta, ComponentRegistry

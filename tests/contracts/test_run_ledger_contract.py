@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowmasond.engine.checkpoint import MemoryRunLedger
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import (ComponentResult, ErrorType, Record, RunLedger, RunStatus,
                                           StageStatus, UsageMetrics)
 from flowmasond.engine.models import PipelineConfig
@@ -68,7 +69,7 @@ def _result(path: str, status: StageStatus, value: int, handled: bool) -> Compon
 records = st.lists(st.one_of(
     st.builds(lambda p, s, v, h: Record.of_result(p, _result(p, s, v, h)),
               st.sampled_from(PATHS), st.sampled_from(list(StageStatus)), st.integers(0, 99), st.booleans()),
-    st.builds(lambda p, v: Record.of_decision(p, {"type": "loop", "index": v}),
+    st.builds(lambda p, v: Record.of_state(p, ControlFlowState.loop([v])),
               st.sampled_from(PATHS), st.integers(0, 99)),
 ), max_size=12)
 batches = st.lists(records, min_size=1, max_size=4)
@@ -93,17 +94,18 @@ def test_load_snapshot_returns_the_latest_record_per_path_and_the_highest_attemp
             snapshot = await ledger.load_snapshot("r")
 
         results: dict[str, dict[str, Any]] = {}
-        decisions: dict[str, dict[str, Any]] = {}
+        states: dict[str, ControlFlowState] = {}
         for record in (r for batch in batches for r in batch):
             if record.result is not None:
                 results[record.path] = record.result.to_dict()
             else:
-                decisions[record.path] = dict(record.decision or {})
+                assert record.state is not None
+                states[record.path] = record.state
         attempts: dict[str, int] = {}
         for path, attempt, _ in starts:
             attempts[path] = max(attempts.get(path, 0), attempt)
         assert {p: r.to_dict() for p, r in snapshot.results.items()} == results
-        assert snapshot.decisions == decisions
+        assert snapshot.states == states
         assert snapshot.attempts == attempts
     asyncio.run(scenario())
 
@@ -118,7 +120,7 @@ async def test_a_new_run_is_pending_and_an_unknown_one_is_not_found(make_ledger:
         with pytest.raises(RunNotFoundError):
             await ledger.set_run_status("ghost", RunStatus.RUNNING, expected=[RunStatus.PENDING])
         with pytest.raises(RunNotFoundError):
-            await ledger.run_store("ghost").commit([Record.of_decision("a", {"type": "x"})])
+            await ledger.run_store("ghost").commit([Record.of_state("a", ControlFlowState.loop([]))])
 
 
 async def test_a_status_change_applies_only_from_an_expected_status(make_ledger: LedgerFactory) -> None:

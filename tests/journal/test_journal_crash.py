@@ -12,6 +12,7 @@ from pathlib import Path
 
 from journal_helpers import integrity, make_pipeline
 
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +26,7 @@ import structlog
 # stdout carries only acknowledged paths: the journal's own log lines (e.g. "commits move to the
 # writer thread" on a loaded machine) go to stderr.
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import ComponentResult, Record, StageStatus
 from flowmasond.journal import Journal
 
@@ -41,7 +43,7 @@ async def main(path, run_id, prefix, workers):
                                      status=StageStatus.SUCCESS,
                                      output={"i": i, "pad": "z" * 700}, attempts=1)
             await store.commit([Record.of_result(path, result),
-                                Record.of_decision(f"{prefix}/w{w}", {"done": i})])
+                                Record.of_state(f"{prefix}/w{w}", ControlFlowState.loop([i]))])
             sys.stdout.write(path + "\n")
             sys.stdout.flush()
             i += 1
@@ -116,4 +118,4 @@ async def test_sigkilled_writer_loses_no_acknowledged_commit(db_path: Path) -> N
         await reopened.close()
     assert set(acked) <= set(snapshot.results)
     for task, indexes in per_task.items():
-        assert snapshot.decisions[task] == {"done": max(indexes)}
+        assert snapshot.states[task] == ControlFlowState.loop([max(indexes)])

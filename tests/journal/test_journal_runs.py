@@ -10,6 +10,7 @@ from typing import Awaitable, Callable
 import pytest
 from journal_helpers import FakeClock, make_pipeline, make_result
 
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import MIXED, Record, RunStatus
 from flowmasond.errors import JournalError, RunNotFoundError, StageError
 from flowmasond.journal import EventRow, Journal
@@ -154,7 +155,7 @@ async def test_usage_is_summed_over_committed_results(journal: Journal) -> None:
     store = journal.run_store("r")
     first, second = make_result("a", tokens=10), make_result("b", tokens=5)
     await store.commit([Record.of_result("a", first)])
-    await store.commit([Record.of_result("b", second), Record.of_decision("b", {"x": 1})])
+    await store.commit([Record.of_result("b", second), Record.of_state("b", ControlFlowState.loop([1]))])
     same_model = (await journal.get_run("r")).usage
     third = make_result("c", tokens=1)
     third.usage.model = "m2"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from journal_helpers import make_pipeline, make_result
 
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import Record, StageStatus
 from flowmasond.errors import RunNotFoundError
 from flowmasond.journal import Journal
@@ -34,14 +35,14 @@ async def test_latest_decision_and_result_per_path_win(journal: Journal) -> None
     """Later records for a path supersede earlier ones, across separate commits."""
     await journal.create_run("r", make_pipeline(), {})
     store = journal.run_store("r")
-    await store.commit([Record.of_decision("loop", {"done": [0]}),
+    await store.commit([Record.of_state("loop", ControlFlowState.loop([0])),
                         Record.of_result("x", make_result("x", status=StageStatus.FAILED))])
-    await store.commit([Record.of_decision("loop", {"done": [0, 1]})])
+    await store.commit([Record.of_state("loop", ControlFlowState.loop([0, 1]))])
     await store.commit([Record.of_result("x", make_result("x", output={"v": 2}))])
 
     snapshot = await journal.load_snapshot("r")
 
-    assert snapshot.decisions == {"loop": {"done": [0, 1]}}
+    assert snapshot.states == {"loop": ControlFlowState.loop([0, 1])}
     assert snapshot.results["x"].ok and snapshot.results["x"].output == {"v": 2}
 
 
@@ -80,7 +81,7 @@ async def test_snapshot_survives_reopening(db_path: Path) -> None:
     first = await Journal.open(db_path)
     await first.create_run("r", make_pipeline(), {"n": 1})
     await first.run_store("r").commit([Record.of_result("a", make_result("a")),
-                                       Record.of_decision("a", {"branch": True})])
+                                       Record.of_state("a", ControlFlowState.branch_taken("conditional", branch=True, selected=["b"], skipped=[]))])
     expected = await first.load_snapshot("r")
     await first.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from journal_helpers import make_pipeline, make_result
 
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import Record, StageStatus
 from flowmasond.journal import Journal
 
@@ -41,14 +42,16 @@ async def test_each_result_status_has_its_event_kind(journal: Journal, status: S
 
 
 async def test_a_decision_event_holds_the_decision_itself(journal: Journal) -> None:
-    """stage.decision's data is the decision object as committed."""
+    """stage.decision's data is the control-flow state as committed (its versioned JSON form)."""
     await journal.create_run("r", make_pipeline(), {})
-    decision = {"type": "router", "route": "b", "skip": ["c", "d"]}
+    state = ControlFlowState.branch_taken("router", route="b", selected=["b1"], skipped=["c", "d"])
 
-    await journal.run_store("r").commit([Record.of_decision("route", decision)])
+    await journal.run_store("r").commit([Record.of_state("route", state)])
 
     event = (await journal.events("r"))[-1]
-    assert (event.kind, event.path, event.data) == ("stage.decision", "route", decision)
+    assert (event.kind, event.path) == ("stage.decision", "route")
+    assert event.data == {"v": 2, "kind": "router", "route": "b", "selected": ["b1"], "skipped": ["c", "d"]}
+    assert ControlFlowState.from_json(event.data) == state
 
 
 async def test_an_attempt_start_recorded_twice_logs_one_event(journal: Journal) -> None:

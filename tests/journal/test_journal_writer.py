@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 import pytest
 from journal_helpers import make_pipeline, make_result
 
+from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import Record
 from flowmasond.errors import JournalError, RunNotFoundError
 from flowmasond.journal import Journal
@@ -127,7 +128,7 @@ async def test_events_are_written_with_the_records(journal: Journal) -> None:
     await store.mark_started("a", 1, durable=False)
     await store.mark_started("b", 2, durable=False)
     await store.commit([Record.of_result("a", make_result("a")),
-                        Record.of_decision("cond", {"branch": True})])
+                        Record.of_state("cond", ControlFlowState.branch_taken("conditional", branch=True, selected=[], skipped=[]))])
 
     events = [(e.kind, e.path) for e in await journal.events("r")]
 

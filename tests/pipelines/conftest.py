@@ -52,7 +52,7 @@ class Generator:
 def make_registry() -> ComponentRegistry:
     """Control-flow built-ins plus this file's test components."""
     registry = ComponentRegistry()
-    registry.register_module("flowmasond.components.control_flow")
+    registry.register_module("flowmasond.components.control_flow_components")
     for cls in (FetchRows, Echo, Generator):
         registry.register(cls)
     return registry

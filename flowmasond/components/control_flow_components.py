@@ -1,6 +1,6 @@
 """Declarations of the built-in control-flow components (FlowMason's config names).
 
-They carry no ``execute``: ``flowmasond.engine.control_flow.ControlFlowHandler`` runs them, because
+They carry no ``execute``: ``flowmasond.engine.control_flow_handlers.ControlFlowHandler`` runs them, because
 they schedule other stages. Stage ids listed in their branch/loop/phase fields run *under* the
 control-flow stage, not as ordinary DAG stages.
 """
