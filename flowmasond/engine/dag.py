@@ -167,9 +167,13 @@ class ExecutingRun:
         token = self.cancellation
         if token.cancelled:
             token = CancellationToken(grace_s=token.grace_s)
-        path = self.return_path
-        if path is not None and path.startswith(prefix) and path[len(prefix):].split("/", 1)[0] in members:
-            return replace(self, cancellation=token)
+        # The run may hold several fired returns (one in the try, then one in the finally stages):
+        # its own return_path is the first, so the view looks for the first one among ``members``.
+        for path, state in self.flow.items():
+            if (state.kind == "return" and state.returned and path.startswith(prefix)
+                    and path[len(prefix):].split("/", 1)[0] in members):
+                return replace(self, cancellation=token, returned=True, return_value=state.return_value,
+                               return_path=path)
         return replace(self, cancellation=token, returned=False, return_value=None, return_path=None)
 
     def adopt_return(self, view: ExecutingRun) -> None:

@@ -33,6 +33,8 @@ _SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), print_b
 def _verify(gen_runner: GenRunner, base: Path, case: dict[str, Any], kill_points: int | str) -> None:
     digest = hashlib.sha256(json.dumps(case, sort_keys=True).encode()).hexdigest()[:12]
     case_dir = base / digest
+    # hypothesis replays a failing case to report it: a rerun must not land on the first try's journal.
+    shutil.rmtree(case_dir, ignore_errors=True)
     answer = gen_runner.run_case(case_dir, case, kill_points, seed=int(digest, 16))
     problems = check_case(answer)
     if problems:
