@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,3 +136,56 @@ def _toml(data: dict[str, Any], prefix: str = "") -> str:
     for name, table in tables:
         text += f"\n[{prefix}{name}]\n" + _toml(table, prefix=f"{prefix}{name}.")
     return text
+
+
+# -- peers under other uids (root only) ---------------------------------------------------------------
+@contextmanager
+def world_reachable_dir(prefix: str) -> Iterator[Path]:
+    """A folder under /tmp that other uids can reach (pytest's tmp dirs are root-only), removed after."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def drop_to(uid: int) -> None:
+    """In a forked child: become ``uid`` (group too, no supplementary groups)."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def fork_as(uid: int, work: Callable[[int], Any]) -> tuple[int, int]:
+    """Fork a child that drops to ``uid`` and runs ``work(write_fd)``; (pid, read end of its pipe).
+
+    A failure in the child is written to the pipe as one ``{"child_error": ...}`` JSON line.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 0
+        try:
+            os.close(read_fd)
+            drop_to(uid)
+            work(write_fd)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+            os.write(write_fd, json.dumps({"child_error": repr(exc)}).encode() + b"\n")
+            status = 1
+        os._exit(status)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def in_child_as(uid: int, work: Callable[[], Any]) -> tuple[int, Any]:
+    """Run ``work`` in a forked child that dropped to ``uid``; (child pid, its JSON-able result)."""
+    def report(write_fd: int) -> None:
+        os.write(write_fd, json.dumps({"result": work()}).encode() + b"\n")
+
+    pid, read_fd = fork_as(uid, report)
+    with os.fdopen(read_fd) as inp:
+        payload = json.loads(inp.read() or "{}")
+    os.waitpid(pid, 0)
+    assert "child_error" not in payload and "result" in payload, payload
+    return pid, payload["result"]

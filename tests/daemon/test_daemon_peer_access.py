@@ -4,45 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from daemon_acceptance_support import GATED, exchange, ran, wait_until
-from daemon_support import DaemonProcess
+from daemon_support import DaemonProcess, in_child_as, world_reachable_dir
 
 NOBODY = 65534
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to fork a peer and setuid() it to 65534")
-
-
-def in_child_as_nobody(work: Callable[[], Any]) -> tuple[int, Any]:
-    """Run ``work`` in a forked child that dropped to uid/gid 65534; (child pid, its JSON-able result)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 0
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            payload: Any = {"result": work()}
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
-            payload, status = {"child_error": repr(exc)}, 1
-        with os.fdopen(write_fd, "w") as out:
-            json.dump(payload, out)
-        os._exit(status)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as inp:
-        payload = json.load(inp)
-    os.waitpid(pid, 0)
-    assert "child_error" not in payload, payload
-    return pid, payload["result"]
 
 
 def as_nobody(socket_path: Path, requests: list[dict[str, Any]]) -> tuple[int, list[Any]]:
@@ -56,7 +29,7 @@ def as_nobody(socket_path: Path, requests: list[dict[str, Any]]) -> tuple[int, l
             replies.append(json.loads(lines[0]))
         return replies
 
-    return in_child_as_nobody(work)
+    return in_child_as(NOBODY, work)
 
 
 def request(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -68,11 +41,9 @@ def request(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]
 
 @pytest.fixture(scope="module")
 def open_dir() -> Iterator[Path]:
-    """A directory uid 65534 can reach (pytest's tmp dirs are root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="fm-peer-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    """A directory uid 65534 can reach."""
+    with world_reachable_dir("fm-peer-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -146,4 +117,4 @@ def test_default_socket_is_closed_to_other_users(module_daemon_factory: Callable
             return "refused"
         return "connected"
 
-    assert in_child_as_nobody(connect)[1] == "refused"
+    assert in_child_as(NOBODY, connect)[1] == "refused"

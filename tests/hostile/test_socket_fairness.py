@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon_support import DaemonProcess
+from daemon_support import DaemonProcess, fork_as, world_reachable_dir
 
 HAMMER_UID = 65534  # nobody
 OTHER_UID = 65533
@@ -25,26 +23,6 @@ PER_UID = 32  # the default limits.max_connections_per_uid
 HALF_LINE = b'{"jsonrpc": "2.0", "id": 1, "method": "hea'
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run peers under other uids")
-
-
-def fork_as(uid: int, work: Callable[[int], Any]) -> tuple[int, int]:
-    """Fork a child that drops to ``uid`` and runs ``work(write_fd)``; returns (pid, read end)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 0
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            work(write_fd)
-        except BaseException as exc:
-            os.write(write_fd, json.dumps({"child_error": repr(exc)}).encode() + b"\n")
-            status = 1
-        os._exit(status)
-    os.close(write_fd)
-    return pid, read_fd
 
 
 def read_message(fd: int, timeout: float = 60.0) -> Any:
@@ -88,11 +66,9 @@ def call(socket_path: Path, method: str) -> dict[str, Any]:
 
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
-    """A directory other uids can reach (pytest's tmp dirs are root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="fm-fair-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    """A directory other uids can reach."""
+    with world_reachable_dir("fm-fair-") as path:
+        yield path
 
 
 def test_one_uid_with_1000_connections_does_not_starve_the_others(

@@ -14,14 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from daemon_support import DaemonProcess, _toml
+from daemon_support import DaemonProcess, _toml, drop_to, world_reachable_dir
 
 from llm.fake_chat import FakeChatServer
 from ui_support import ASK, CHROMEDRIVER, CHROMIUM, FAILING, GATED, NOBODY, WebView
@@ -29,11 +28,9 @@ from ui_support import ASK, CHROMEDRIVER, CHROMIUM, FAILING, GATED, NOBODY, WebV
 
 @pytest.fixture(scope="module")
 def open_dir() -> Iterator[Path]:
-    """A directory uid 65534 can reach (pytest's tmp dirs are root-only): the socket lives here."""
-    path = Path(tempfile.mkdtemp(prefix="fm-ui-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    """A directory uid 65534 can reach: the socket lives here."""
+    with world_reachable_dir("fm-ui-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +118,7 @@ def reader_view(ui_daemon: DaemonProcess) -> Iterator[WebView]:
     pid = os.fork()
     if pid == 0:  # the child: serves until killed, never returns into pytest
         try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            drop_to(NOBODY)
             uvicorn.Server(config).run(sockets=[sock])
         finally:
             os._exit(0)
