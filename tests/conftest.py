@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from daemon_support import DaemonProcess, _toml
+from pg_support import PgServer, start_server
 from flowmason_client.client import Client
 
 
@@ -84,6 +85,28 @@ def client(daemon: DaemonProcess) -> Iterator[Client]:
     """A sync client connected to the ``daemon`` fixture."""
     with daemon.client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server for the session (tests/pg_support.py), destroyed at the end."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> Iterator[str]:
+    """The DSN of a fresh, empty database on ``pg_server``, dropped after the test."""
+    if not pg_server.running:
+        pg_server.start()  # a test stopped it
+    name = pg_server.create_database()
+    yield pg_server.dsn(name)
+    if not pg_server.running:
+        pg_server.start()
+    pg_server.drop_database(name)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
