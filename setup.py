@@ -14,5 +14,6 @@ setup(
     package_dir={"flowmasond.state": "state"},
     package_data={"flowmasond": ["py.typed"],
                   "flowmason_client": ["py.typed", "ui/templates/*.html", "ui/static/*"],
-                  "flowmasond.state": ["README.md", "migrations/*.sql", "queries/*.sql"]},
+                  "flowmasond.state": ["README.md", "migrations/*.sql", "queries/*.sql",
+                                       "postgresql/migrations/*.sql", "postgresql/queries/*.sql"]},
 )

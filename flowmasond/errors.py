@@ -207,6 +207,12 @@ class JournalLockedError(JournalError):
     code = "journal_locked"
 
 
+class FencedError(JournalError):
+    """This daemon may no longer write for the run (another node holds it); nothing was written."""
+
+    code = "fenced"
+
+
 class SchemaTooNewError(JournalError):
     """The journal was written by a newer flowmasond; it is left untouched."""
 

@@ -26,6 +26,8 @@ from flowmasond.engine.interfaces import (ComponentResult, ErrorType, Record, Ru
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.errors import RunConflictError, RunNotFoundError
 from flowmasond.journal import Journal
+from flowmasond.journal.postgres import PgJournal
+from pg_support import PgServer
 from flowmasond.testing import pipeline, run_pipeline
 
 LedgerFactory = Callable[[], Any]
@@ -46,10 +48,25 @@ async def _journal() -> AsyncIterator[RunLedger]:
             await journal.close()
 
 
-@pytest.fixture(params=[_memory, _journal], ids=["memory", "journal"])
+def _postgres(server: PgServer, database: str) -> LedgerFactory:
+    @asynccontextmanager
+    async def opener() -> AsyncIterator[RunLedger]:
+        # A fresh schema per ledger (hypothesis opens one per example): cheaper than a database.
+        journal = await PgJournal.open(server.dsn(database, schema=server.create_schema(database)))
+        try:
+            yield journal
+        finally:
+            await journal.close()
+    return opener
+
+
+@pytest.fixture(params=["memory", "journal", "postgresql"])
 def make_ledger(request: pytest.FixtureRequest) -> LedgerFactory:
     """Opens a fresh ledger of one implementation (an async context manager)."""
-    return request.param  # type: ignore[no-any-return]
+    if request.param == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        return _postgres(server, server.create_database())  # dropped with the server
+    return {"memory": _memory, "journal": _journal}[request.param]
 
 
 PIPELINE = PipelineConfig.model_validate({"id": "contract", "stages": [{"id": "a", "component_type": "echo"}]})
