@@ -24,13 +24,48 @@ SYSTEM_CONFIG = Path("/etc/flowmason/flowmasond.toml")
 
 
 class JournalConfig(BaseModel):
-    """The SQLite journal."""
+    """The journal: SQLite in the state directory (default), or a PostgreSQL database."""
 
     model_config = ConfigDict(extra="forbid")
 
-    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"  # SQLite only
     retention_days: float | None = Field(default=30, gt=0)  # None keeps finished runs forever
-    busy_timeout_ms: int = Field(default=5000, ge=0)
+    busy_timeout_ms: int = Field(default=5000, ge=0)  # SQLite only
+    # PostgreSQL: a libpq connection string or URI. repr=False: it may hold a password.
+    dsn: str | None = Field(default=None, repr=False)
+    # PostgreSQL: a file holding the DSN, or only the password when `dsn` is set too (a systemd
+    # credential: "${CREDENTIALS_DIRECTORY}/flowmasond-dsn"; $VARIABLES are expanded when read).
+    dsn_file: str | None = None
+    # PostgreSQL: how long a lost connection is retried before a write fails.
+    reconnect_timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> JournalConfig:
+        if self.backend == "postgresql" and not (self.dsn or self.dsn_file):
+            raise ValueError("journal.backend = \"postgresql\" needs journal.dsn or journal.dsn_file")
+        if self.backend == "sqlite" and (self.dsn or self.dsn_file):
+            raise ValueError("journal.dsn and journal.dsn_file apply only to journal.backend = \"postgresql\"")
+        return self
+
+    def resolve_dsn(self, env: dict[str, str] | None = None) -> str:
+        """The PostgreSQL DSN: ``dsn``, ``dsn_file``'s content, or ``dsn`` with the file's password."""
+        if not self.dsn_file:
+            return self.dsn or ""
+        environ = dict(os.environ if env is None else env)
+        path = _expand(self.dsn_file, environ)
+        try:
+            secret = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(f"journal.dsn_file cannot be read: {exc.strerror}", field="journal.dsn_file",
+                                     file=path) from None
+        if not secret:
+            raise ConfigurationError("journal.dsn_file is empty", field="journal.dsn_file", file=path)
+        if not self.dsn:
+            return secret
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self.dsn, password=secret)
 
 
 class SchedulerConfig(BaseModel):
@@ -157,6 +192,20 @@ class DaemonConfig(BaseModel):
     @property
     def journal_path(self) -> Path:
         return self.state_dir / "journal.sqlite3"
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` from ``env``; an unset name is a configuration error naming the field."""
+    import re
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in env:
+            raise ConfigurationError(f"journal.dsn_file names ${name}, which is not set",
+                                     field="journal.dsn_file", value=value)
+        return env[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", sub, value)
 
 
 def default_paths(env: dict[str, str] | None = None) -> dict[str, Any]:

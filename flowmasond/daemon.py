@@ -97,7 +97,6 @@ class Daemon:
         """Run until stopped; returns the process exit code."""
         from flowmasond.api.methods import build_dispatcher
         from flowmasond.api.server import ControlServer
-        from flowmasond.journal import Journal
         from flowmasond.pipelines.catalog import PipelineCatalog
         from flowmasond.pipelines.loader import FileLimits
         from flowmasond.runs import RunManager
@@ -107,8 +106,7 @@ class Daemon:
         _raise_fd_limit()
         async with AsyncExitStack() as stack:
             config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-            self.journal = await Journal.open(config.journal_path, synchronous=config.journal.synchronous,
-                                              busy_timeout_ms=config.journal.busy_timeout_ms)
+            self.journal = await self._open_journal()
             stack.push_async_callback(self._close_journal)
 
             self.registry = registry = ComponentRegistry.with_builtins()
@@ -171,6 +169,18 @@ class Daemon:
             log.info("daemon_stopped", **summary)
         self.notifier.close()
         return 0
+
+    async def _open_journal(self) -> Any:
+        """The configured journal: SQLite in the state directory, or PostgreSQL (same surface)."""
+        journal = self.config.journal
+        if journal.backend == "postgresql":
+            from flowmasond.journal.postgres import PgJournal
+
+            return await PgJournal.open(journal.resolve_dsn(), reconnect_timeout_s=journal.reconnect_timeout_s)
+        from flowmasond.journal import Journal
+
+        return await Journal.open(self.config.journal_path, synchronous=journal.synchronous,
+                                  busy_timeout_ms=journal.busy_timeout_ms)
 
     async def _close_journal(self) -> None:
         await self.journal.close()
