@@ -19,6 +19,7 @@ import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PG_VERSION_PREFERRED = "15"
 PG_USER = "postgres"  # the superuser initdb creates, and the system user the server runs as
@@ -156,3 +157,71 @@ def start_server() -> PgServer:
         server.destroy()
         raise
     return server
+
+
+class CommitDropProxy:
+    """A Unix-socket relay in front of a server that can cut one session around its next COMMIT.
+
+    ``arm("before")``: the next COMMIT is swallowed and the session cut (the server rolls back);
+    ``arm("after")``: the COMMIT reaches the server, which commits, and the session is cut before
+    its answer comes back: the client cannot know the outcome. Everything else is relayed as is.
+    Runs on the caller's event loop; ``dsn(dbname)`` connects through it.
+    """
+
+    def __init__(self, server: PgServer) -> None:
+        self.server = server
+        self.root = Path(tempfile.mkdtemp(prefix="flowmason-pgproxy-"))
+        self.mode: str | None = None
+        self.cuts = 0
+        self._listener: Any = None
+
+    def dsn(self, dbname: str) -> str:
+        return f"host={self.root} port={PG_PORT} user={PG_USER} dbname={dbname}"
+
+    def arm(self, mode: str) -> None:
+        assert mode in ("before", "after")
+        self.mode = mode
+
+    async def start(self) -> None:
+        import asyncio
+
+        self._listener = await asyncio.start_unix_server(self._relay, path=str(self.root / f".s.PGSQL.{PG_PORT}"))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    async def _relay(self, client_r: Any, client_w: Any) -> None:
+        import asyncio
+
+        server_r, server_w = await asyncio.open_unix_connection(str(self.server.socket_dir / f".s.PGSQL.{PG_PORT}"))
+        commit_sent = asyncio.Event()
+
+        def cut() -> None:
+            self.cuts += 1
+            client_w.close()
+            server_w.close()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self.mode is not None and b"COMMIT\x00" in data:
+                    mode, self.mode = self.mode, None
+                    if mode == "before":
+                        cut()
+                        return
+                    commit_sent.set()
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if commit_sent.is_set():
+                    cut()
+                    return
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
