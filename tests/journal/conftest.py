@@ -21,11 +21,32 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=[True, False], ids=["inline", "threaded"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules with ``ALSO_ON_POSTGRESQL = True`` run their ``journal`` tests on PgJournal too
+    (except the tests named in their ``SQLITE_ONLY``)."""
+    if "journal" not in metafunc.fixturenames:
+        return
+    params = ["inline", "threaded"]
+    if (getattr(metafunc.module, "ALSO_ON_POSTGRESQL", False)
+            and metafunc.function.__name__ not in getattr(metafunc.module, "SQLITE_ONLY", ())):
+        params.append("postgresql")
+    metafunc.parametrize("journal", params, indirect=True)
+
+
+@pytest.fixture
 async def journal(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Journal]:
     """A journal whose small groups commit on the loop's thread, or one that always uses the
-    writer thread: every behaviour must hold either way."""
-    j = await Journal.open(db_path, inline_commits=request.param)
+    writer thread: every behaviour must hold either way (and on PostgreSQL, where asked)."""
+    if request.param == "postgresql":
+        from flowmasond.journal.postgres import PgJournal
+
+        pg = await PgJournal.open(request.getfixturevalue("pg_dsn"))
+        try:
+            yield pg  # type: ignore[misc]
+        finally:
+            await pg.close()
+        return
+    j = await Journal.open(db_path, inline_commits=request.param == "inline")
     try:
         yield j
     finally:

@@ -15,6 +15,10 @@ from flowmasond.engine.interfaces import MIXED, Record, RunStatus
 from flowmasond.errors import JournalError, RunNotFoundError, StageError
 from flowmasond.journal import EventRow, Journal
 
+# Behaviour, not SQLite internals: these tests run on the PostgreSQL journal too.
+ALSO_ON_POSTGRESQL = True
+SQLITE_ONLY = {"test_run_is_pinned_to_its_exact_definition"}  # read the SQLite file directly
+
 Opener = Callable[..., Awaitable[Journal]]
 
 

@@ -13,6 +13,10 @@ from flowmasond.engine.interfaces import Record, StageStatus
 from flowmasond.errors import RunNotFoundError
 from flowmasond.journal import Journal
 
+# Behaviour, not SQLite internals: these tests run on the PostgreSQL journal too.
+ALSO_ON_POSTGRESQL = True
+SQLITE_ONLY = {"test_ten_thousand_records_load_completely"}  # read the SQLite file directly
+
 
 async def test_results_round_trip_field_for_field(journal: Journal) -> None:
     """Every field of every committed result comes back equal, including usage and outputs."""

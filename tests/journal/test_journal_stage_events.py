@@ -9,6 +9,9 @@ from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import Record, StageStatus
 from flowmasond.journal import Journal
 
+# Behaviour, not SQLite internals: these tests run on the PostgreSQL journal too.
+ALSO_ON_POSTGRESQL = True
+
 
 async def test_a_result_event_carries_the_documented_summary(journal: Journal) -> None:
     """stage.failed holds stage_id, component_type, status, attempts, error, error_type, handled
