@@ -42,11 +42,13 @@ class GenRunner:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={k: v for k, v in os.environ.items() if not k.startswith("FLOWMASON_")})
 
-    def run_case(self, case_dir: Path, case: dict[str, Any], kill_points: int | str, seed: int) -> dict[str, Any]:
-        """The oracle run and the kill/recover trials of ``case`` (kill_points: a sample size, or "all")."""
+    def run_case(self, case_dir: Path, case: dict[str, Any], kill_points: int | str, seed: int,
+                 pg_dsn: str | None = None) -> dict[str, Any]:
+        """The oracle run and the kill/recover trials of ``case`` (kill_points: a sample size, or "all");
+        with ``pg_dsn``, journaled to PostgreSQL (a schema per run directory) instead of SQLite."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         request = {"dir": str(case_dir), "pipelines": case["pipelines"], "root": case["root"],
-                   "kill_points": kill_points, "seed": seed, "parallel": GEN_PARALLEL}
+                   "kill_points": kill_points, "seed": seed, "parallel": GEN_PARALLEL, "pg_dsn": pg_dsn}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

@@ -37,6 +37,42 @@ from flowmasond.testing import build_registry  # noqa: E402
 import gen_components  # noqa: E402
 
 RUN_ID = "gen-root"
+# Set by a request with "pg_dsn": every run of that case journals to PostgreSQL instead, each
+# oracle/trial directory in its own schema of that database.
+PG_DSN: str | None = None
+
+
+def _pg_schema(case_dir: Path) -> str:
+    import hashlib
+
+    return "g_" + hashlib.sha256(str(case_dir).encode()).hexdigest()[:24]
+
+
+def _pg_case_dsn(case_dir: Path) -> str:
+    assert PG_DSN is not None
+    return f"{PG_DSN} options='-c search_path={_pg_schema(case_dir)}'"
+
+
+def _journal_exists(case_dir: Path) -> bool:
+    if PG_DSN is None:
+        return (case_dir / "state" / "journal.sqlite3").exists()
+    import psycopg
+
+    with psycopg.connect(_pg_case_dsn(case_dir)) as conn:
+        row = conn.execute("SELECT to_regclass('run_records') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _query(case_dir: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` from the case's journal (SQLite file or PostgreSQL schema), read directly."""
+    if PG_DSN is None:
+        db = case_dir / "state" / "journal.sqlite3"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute(sql).fetchall()
+    import psycopg
+
+    with psycopg.connect(_pg_case_dsn(case_dir)) as conn:
+        return conn.execute(sql.encode()).fetchall()
 
 # The builtin components' modules (httpx, pydantic models) are imported here, once, before any fork:
 # otherwise every forked run imports them again, which cost ~200 ms of each ~250 ms run.
@@ -51,7 +87,13 @@ async def _drive(case_dir: Path, root: str, mode: str) -> dict[str, Any]:
                           max_concurrency=4, max_recovery_attempts=1000, cancel_grace_s=0.5)
     # NORMAL: a SIGKILLed process loses nothing that FULL would keep (the OS still holds its
     # writes); only a power cut tells them apart, and that is not what these trials test.
-    journal = await Journal.open(config.journal_path, synchronous="NORMAL")
+    journal: Any
+    if PG_DSN is not None:
+        from flowmasond.journal.postgres import PgJournal
+
+        journal = await PgJournal.open(_pg_case_dsn(case_dir))
+    else:
+        journal = await Journal.open(config.journal_path, synchronous="NORMAL")
     try:
         registry = build_registry(gen_components)
         catalog = PipelineCatalog(registry, [case_dir / "pipelines"])
@@ -84,6 +126,13 @@ def _fork_run(case_dir: Path, root: str, mode: str, kill_after: int | None = Non
                 os.environ[FAILPOINT_ENV] = str(kill_after)
             else:
                 os.environ.pop(FAILPOINT_ENV, None)
+            if PG_DSN is not None:
+                import psycopg
+
+                with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                    if mode == "start":  # a fresh run: never the journal of an earlier try of this case
+                        conn.execute(f'DROP SCHEMA IF EXISTS "{_pg_schema(case_dir)}" CASCADE'.encode())
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{_pg_schema(case_dir)}"'.encode())
             with open(case_dir / "daemon.log", "a") as log_stream:
                 configure_logging(level="error", stream=log_stream, json=True)
                 report = asyncio.run(_drive(case_dir, root, mode))
@@ -100,16 +149,15 @@ def _fork_run(case_dir: Path, root: str, mode: str, kill_after: int | None = Non
 
 
 # -- what the journal and the ledger hold ------------------------------------------------------------
-def _journal_view(db: Path) -> dict[str, Any]:
+def _journal_view(case_dir: Path) -> dict[str, Any]:
     """Per-stage statuses of every run (keyed by where the run sits under the root), results kept by a
-    resume, and unhandled failures (which a resume retries), straight from the file."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        runs = {r: (parent, ppath) for r, parent, ppath in
-                conn.execute("SELECT run_id, parent_run_id, parent_path FROM runs")}
-        rows = conn.execute(
-            "SELECT run_id, path, status, handled, output FROM run_records WHERE kind = 'result'"
-            " ORDER BY run_id, seq"
-        ).fetchall()
+    resume, and unhandled failures (which a resume retries), straight from the journal."""
+    runs = {r: (parent, ppath) for r, parent, ppath in
+            _query(case_dir, "SELECT run_id, parent_run_id, parent_path FROM runs")}
+    # CAST: PostgreSQL stores handled as a boolean and output as json; SQLite as 0/1 and text.
+    rows = _query(case_dir,
+                  "SELECT run_id, path, status, CAST(handled AS INTEGER), CAST(output AS TEXT) FROM run_records"
+                  " WHERE kind = 'result' ORDER BY run_id, seq")
     keys: dict[str, str] = {}
 
     def key(run_id: str) -> str:
@@ -129,9 +177,13 @@ def _journal_view(db: Path) -> dict[str, Any]:
             "run_keys": {r: key(r) for r in runs}}
 
 
-def _integrity(db: Path) -> str:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+def _integrity(case_dir: Path) -> str:
+    if PG_DSN is None:
+        with sqlite3.connect(case_dir / "state" / "journal.sqlite3") as conn:
+            return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    # PostgreSQL checks its own pages; what the journal promises on top is seq 1..n without gaps.
+    gaps = _query(case_dir, "SELECT run_id FROM run_records GROUP BY run_id HAVING max(seq) <> count(*)")
+    return "ok" if not gaps else f"seq gaps in runs {sorted(r[0] for r in gaps)}"
 
 
 def _ledger(path: Path) -> list[dict[str, Any]]:
@@ -152,10 +204,9 @@ def _oracle(base: Path, pipelines: dict[str, Any], root: str) -> dict[str, Any]:
     case_dir = base / "oracle"
     _write_case(case_dir, pipelines)
     run = _fork_run(case_dir, root, "start")
-    db = case_dir / "state" / "journal.sqlite3"
     answer = {**run, "ledger": _ledger(case_dir / "ledger.jsonl")}
-    if db.exists():
-        answer["journal"] = _journal_view(db)
+    if _journal_exists(case_dir):
+        answer["journal"] = _journal_view(case_dir)
     return answer
 
 
@@ -164,9 +215,8 @@ def _trial(base: Path, pipelines: dict[str, Any], root: str, kill_after: int) ->
     stopped for an operator on a stage not safe to repeat, resume it with force in another)."""
     case_dir = base / f"k{kill_after}"
     _write_case(case_dir, pipelines)
-    db = case_dir / "state" / "journal.sqlite3"
     killed = _fork_run(case_dir, root, "start", kill_after=kill_after)
-    at_kill = _journal_view(db) if db.exists() else {"kept": [], "unhandled": [], "statuses": {}}
+    at_kill = _journal_view(case_dir) if _journal_exists(case_dir) else {"kept": [], "unhandled": [], "statuses": {}}
     ledger_at_kill = len(_ledger(case_dir / "ledger.jsonl"))
     phases = [killed]
     recovered = _fork_run(case_dir, root, "recover")
@@ -176,8 +226,8 @@ def _trial(base: Path, pipelines: dict[str, Any], root: str, kill_after: int) ->
         phases.append(_fork_run(case_dir, root, "force"))
     return {"kill_after": kill_after, "phases": phases, "at_kill": at_kill, "ledger_at_kill": ledger_at_kill,
             "ledger": _ledger(case_dir / "ledger.jsonl"),
-            "journal": _journal_view(db) if db.exists() else None,
-            "integrity": _integrity(db) if db.exists() else "no journal"}
+            "journal": _journal_view(case_dir) if _journal_exists(case_dir) else None,
+            "integrity": _integrity(case_dir) if _journal_exists(case_dir) else "no journal"}
 
 
 def _trials(base: Path, pipelines: dict[str, Any], root: str, points: list[int], parallel: int) -> list[Any]:
@@ -216,6 +266,8 @@ def serve() -> None:
         if not line.strip():
             continue
         request = json.loads(line)
+        global PG_DSN
+        PG_DSN = request.get("pg_dsn")
         base = Path(request["dir"])
         base.mkdir(parents=True, exist_ok=True)
         oracle = _oracle(base, request["pipelines"], request["root"])

@@ -22,20 +22,24 @@ from hypothesis import HealthCheck, given, settings
 from conftest import GEN_STATS, GenRunner
 from gen_checks import check_case
 from gen_pipelines import cases
+from pg_support import PgServer
 
 REGRESSIONS = Path(__file__).parent / "pipelines" / "generated"
 CI_PIPELINES, CI_KILL_POINTS = 200, 3
 SLOW_PIPELINES = 1500
+# The PostgreSQL journal: a smaller sample in CI (each commit is a server round trip and an fsync).
+PG_CI_PIPELINES, PG_SLOW_PIPELINES = 10, 300
 
 _SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
 
 
-def _verify(gen_runner: GenRunner, base: Path, case: dict[str, Any], kill_points: int | str) -> None:
+def _verify(gen_runner: GenRunner, base: Path, case: dict[str, Any], kill_points: int | str,
+            pg_dsn: str | None = None) -> None:
     digest = hashlib.sha256(json.dumps(case, sort_keys=True).encode()).hexdigest()[:12]
     case_dir = base / digest
     # hypothesis replays a failing case to report it: a rerun must not land on the first try's journal.
     shutil.rmtree(case_dir, ignore_errors=True)
-    answer = gen_runner.run_case(case_dir, case, kill_points, seed=int(digest, 16))
+    answer = gen_runner.run_case(case_dir, case, kill_points, seed=int(digest, 16), pg_dsn=pg_dsn)
     problems = check_case(answer)
     if problems:
         GEN_STATS["divergent_pipelines"] += 1
@@ -52,6 +56,33 @@ def test_generated_pipelines_killed_at_sampled_commits_recover_like_the_uninterr
     """Killed after a sampled journal commit and recovered, every generated pipeline ends with the
     oracle's status, output and stage statuses, a sound journal, and no committed stage run again."""
     _verify(gen_runner, tmp_path_factory.getbasetemp() / "gen-ci", case, CI_KILL_POINTS)
+
+
+@pytest.fixture(scope="module")
+def gen_pg_dsn(pg_server: PgServer) -> str:
+    """One database for the PostgreSQL variant; each run directory journals to its own schema in it."""
+    return pg_server.dsn(pg_server.create_database())
+
+
+@settings(max_examples=PG_CI_PIPELINES, **_SETTINGS)
+@given(case=cases())
+def test_generated_pipelines_on_postgresql_killed_at_sampled_commits_recover_like_the_uninterrupted_run(
+        case: dict[str, Any], gen_runner: GenRunner, gen_pg_dsn: str,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same oracle comparison with every run journaled to PostgreSQL (a SIGKILL after a sampled commit)."""
+    _verify(gen_runner, tmp_path_factory.getbasetemp() / "gen-pg-ci", case, CI_KILL_POINTS, pg_dsn=gen_pg_dsn)
+
+
+@pytest.mark.slow
+@settings(max_examples=PG_SLOW_PIPELINES, **_SETTINGS)
+@given(case=cases())
+def test_generated_pipelines_on_postgresql_killed_at_every_commit_recover_like_the_uninterrupted_run(
+        case: dict[str, Any], gen_runner: GenRunner, gen_pg_dsn: str, tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> None:
+    """The --slow PostgreSQL profile: every commit boundary of every generated pipeline is a kill point."""
+    if not request.config.getoption("--slow"):
+        pytest.skip("the every-commit profile runs with --slow")
+    _verify(gen_runner, tmp_path_factory.getbasetemp() / "gen-pg-slow", case, "all", pg_dsn=gen_pg_dsn)
 
 
 @pytest.mark.slow

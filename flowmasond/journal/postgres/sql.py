@@ -21,7 +21,7 @@ from flowmasond.journal.sqlfiles import Queries, parse_query_blocks, state_dir
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Advisory lock keys (64-bit, in the database's own key space): arbitrary, fixed, documented.
 MIGRATION_LOCK_KEY = 0x666C6F776D6E01  # "flowmn" 01
-OWNER_LOCK_KEY = 0x666C6F776D6E02  # "flowmn" 02
+OWNER_LOCK_KEY = 0x666C6F02  # "flo" 02: with hashtext(current_schema()), one lock per journal schema
 
 
 def pg_dir() -> Traversable:

@@ -14,8 +14,9 @@ SELECT version FROM schema_migrations ORDER BY version;
 INSERT INTO schema_migrations (version, name, applied_at) VALUES (%(version)s, %(name)s, %(now)s);
 
 -- name: try_owner_lock
--- The single-owner lock: held by the writer's session for the journal's life.
-SELECT pg_try_advisory_lock(%(key)s);
+-- The single-owner lock: held by the writer's session for the journal's life. One per journal, i.e.
+-- per database and schema (journals may live side by side in separate schemas).
+SELECT pg_try_advisory_lock(%(key)s::int4, hashtext(current_schema()));
 
 -- name: owner_lock_holder
 -- Who holds the single-owner lock: its session's application_name names the daemon's pid and host.
@@ -23,9 +24,9 @@ SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.backend_
 FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
         SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid = ((%(key)s::bigint >> 32) & 4294967295)::oid
-  AND l.objid = (%(key)s::bigint & 4294967295)::oid
-  AND l.objsubid = 1
+  AND l.classid = %(key)s::int8::oid
+  AND l.objid = (hashtext(current_schema())::int8 & 4294967295)::oid
+  AND l.objsubid = 2
 LIMIT 1;
 
 -- name: current_xact_id
