@@ -38,3 +38,15 @@ def test_daemon_benchmark_prints_latency_throughput_memory_and_aims() -> None:
     assert re.search(rf"= {NUMBER} runs/s; engine in-process .* ratio {NUMBER}x", out), out
     assert re.search(rf"memory: idle {NUMBER} MB, with \d+ runs active {NUMBER} MB", out), out
     assert len(re.findall(r"(PASS|MISS)$", out, re.M)) == 3, out
+
+
+def test_postgresql_benchmark_prints_chain_and_waves_against_raw_commits(pg_dsn: str) -> None:
+    """The PostgreSQL benchmark (on the session's test server) reports raw commits, the chain and the
+    20-wide waves beside them, and three verdicts."""
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_pg.py"), "--quick", "--dsn", pg_dsn],
+                          capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert re.search(rf"raw INSERT\+COMMIT {NUMBER} µs; chain {NUMBER} µs/stage", out), out
+    assert re.search(rf"{NUMBER} µs/stage, {NUMBER} journal transactions/stage", out), out
+    assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 3, out

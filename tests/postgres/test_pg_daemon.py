@@ -75,7 +75,7 @@ def test_a_daemon_on_postgresql_runs_a_pipeline_to_success(
     """With backend = "postgresql" the run, its results and its events are in the database, not in SQLite."""
     write_pipeline(GATED)
     daemon = daemon_factory(config=_pg_config(pg_dsn)).start()
-    run_id, ledger, gate = _start_gated(daemon, tmp_path)
+    run_id, _ledger, gate = _start_gated(daemon, tmp_path)
     gate.touch()
 
     info = daemon.wait_for_status(run_id, {"succeeded", "failed", "cancelled", "interrupted"})
