@@ -468,7 +468,7 @@ class PgJournal:
 
         async def work(cur: Any) -> bool:
             await cur.execute(pg_queries().record_fire, params)
-            return bool(cur.rowcount == 1)
+            return await cur.fetchone() is not None
 
         return await self._writer.write(work, label=f"fire of {pipeline_id}/{schedule_id}")
 
@@ -646,9 +646,9 @@ class PgJournal:
             await cur.execute(q.prune_runs, {"cutoff": cutoff})
             runs = len(await cur.fetchall())
             await cur.execute(q.prune_pinned)
-            pipelines = cur.rowcount
+            pipelines = len(await cur.fetchall())
             await cur.execute(q.prune_fires, {"cutoff": cutoff})
-            return runs, pipelines, cur.rowcount
+            return runs, pipelines, len(await cur.fetchall())
 
         runs, pipelines, fires = await self._writer.write(work, label="prune")
         log.info("journal pruned", database=self._options.label, runs=runs, pipelines=pipelines, fires=fires)

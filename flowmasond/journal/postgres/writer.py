@@ -97,10 +97,6 @@ class _Call:
     future: asyncio.Future[Any]
 
 
-class _RequestFailed(Exception):
-    """A request of the fast path failed on its own; the group runs again with savepoints."""
-
-
 class _Lost(Exception):
     """The session dropped; ``xid`` is set when COMMIT had been sent (outcome unknown)."""
 
@@ -386,29 +382,31 @@ class PgWriter:
             log.debug("journal rollback failed", error=str(exc))
 
     async def _run_group(self, conn: Any, group: list[_Request]) -> list[tuple[bool, Any]]:
+        """The fast path: the whole group in pipeline mode, so statements that need no answer
+        (BEGIN, the transaction id, the record inserts) travel together; COMMIT waits for the rest.
+
+        A failure (which, pipelined, may surface at a later statement than its cause) rolls back and
+        sends the group down the slow path, which finds the failing request.
+        """
         cur = conn.cursor()
+        xid_cur = conn.cursor()
         try:
-            xid = await self._begin(cur)
-            values = []
-            for request in group:
-                try:
-                    values.append(await request.work(cur))
-                except Exception as exc:
-                    if is_connection_lost(conn, exc):
-                        raise _Lost() from exc
-                    raise _RequestFailed() from exc
-        except _RequestFailed:
-            await self._rollback(conn, cur)
-            return await self._run_isolated(conn, group)
-        except _Lost:
-            raise
-        except BaseException as exc:
+            async with conn.pipeline():
+                await cur.execute("BEGIN")
+                await xid_cur.execute(pg_queries().current_xact_id)
+                values = [await request.work(cur) for request in group]
+                row = await xid_cur.fetchone()
+        except Exception as exc:
             if is_connection_lost(conn, exc):
                 raise _Lost() from exc
             await self._rollback(conn, cur)
+            return await self._run_isolated(conn, group)
+        except BaseException as exc:
+            if not is_connection_lost(conn, exc):
+                await self._rollback(conn, cur)
             raise
         outcomes = [(True, value) for value in values]
-        await self._finish(conn, cur, xid, outcomes)
+        await self._finish(conn, cur, str(row[0]), outcomes)
         return outcomes
 
     async def _run_isolated(self, conn: Any, group: list[_Request]) -> list[tuple[bool, Any]]:

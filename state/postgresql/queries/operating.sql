@@ -56,7 +56,8 @@ RETURNING run_id;
 
 -- name: prune_pinned
 DELETE FROM pipelines_pinned
-WHERE NOT EXISTS (SELECT 1 FROM runs WHERE runs.pipeline_hash = pipelines_pinned.hash);
+WHERE NOT EXISTS (SELECT 1 FROM runs WHERE runs.pipeline_hash = pipelines_pinned.hash)
+RETURNING hash;
 
 -- name: prune_fires
 -- Old fires, except each schedule's latest: the scheduler computes misfires from it.
@@ -64,4 +65,5 @@ DELETE FROM schedule_fires
 WHERE fire_time < %(cutoff)s
   AND fire_time < (SELECT max(f.fire_time) FROM schedule_fires AS f
                    WHERE f.pipeline_id = schedule_fires.pipeline_id
-                     AND f.schedule_id = schedule_fires.schedule_id);
+                     AND f.schedule_id = schedule_fires.schedule_id)
+RETURNING fire_time;

@@ -1,10 +1,12 @@
 -- Scheduler state (PostgreSQL).
 
 -- name: record_fire
--- A fire already recorded is left as it is; the caller learns that from the row count.
+-- A fire already recorded is left as it is; the caller learns that from the row it gets back
+-- (RETURNING rather than the row count, which pipeline mode only reports after a sync).
 INSERT INTO schedule_fires (pipeline_id, schedule_id, fire_time, run_id, recorded_at)
 VALUES (%(pipeline_id)s, %(schedule_id)s, %(fire_time)s, %(run_id)s, %(now)s)
-ON CONFLICT (pipeline_id, schedule_id, fire_time) DO NOTHING;
+ON CONFLICT (pipeline_id, schedule_id, fire_time) DO NOTHING
+RETURNING fire_time;
 
 -- name: last_fire_time
 SELECT max(fire_time) FROM schedule_fires
