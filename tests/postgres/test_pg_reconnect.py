@@ -75,3 +75,26 @@ async def test_writes_after_a_cut_session_go_through_a_new_one(
 
     assert journal.writer.reconnects >= 1
     assert _committed(pg_dsn) == [(1, "a"), (2, "b")]
+
+
+async def test_ping_answers_while_the_database_is_down_and_writes_resume_after(
+        pg_server: PgServer, pg_dsn: str) -> None:
+    """The server stopped: ping still says the journal is alive (waiting, not wedged); a commit made
+    meanwhile waits and lands once the server is back."""
+    import asyncio
+
+    journal = await PgJournal.open(pg_dsn, reconnect_timeout_s=30.0)
+    try:
+        await journal.create_run("r", PIPELINE, {})
+        pg_server.stop()
+        try:
+            pending = asyncio.ensure_future(journal.run_store("r").commit([Record.of_result("a", _result(1))]))
+            assert await asyncio.wait_for(journal.ping(), timeout=10) is True
+            assert not pending.done()
+        finally:
+            pg_server.start()
+        await asyncio.wait_for(pending, timeout=30)
+        assert _committed(pg_dsn) == [(1, "a")]
+        assert await journal.ping() is True
+    finally:
+        await journal.close()

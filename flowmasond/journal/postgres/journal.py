@@ -44,6 +44,7 @@ log = structlog.get_logger("flowmasond.journal")
 _EVENTS_PAGE = 1000
 READER_POOL_SIZE = 4
 CONNECT_TIMEOUT_S = 10
+PING_TIMEOUT_S = 5.0
 
 
 def describe_dsn(dsn: str) -> str:
@@ -444,8 +445,23 @@ class PgJournal:
         return {str(row[0]): int(row[1]) for row in rows}
 
     async def ping(self) -> bool:
-        """True when a reader session and the writer's session both answer."""
-        await self._fetch("ping", pg_queries().ping, {})
+        """True when a reader session and the writer's session answer, or while the database is
+        unreachable and the writer waits for it (the systemd watchdog's check: restarting the
+        daemon would not bring the database back, and would stop the stages running meanwhile).
+        """
+        from psycopg_pool import PoolTimeout
+
+        conn = None
+        try:
+            async with self._pool.connection(timeout=PING_TIMEOUT_S) as conn:
+                await conn.execute(pg_queries().ping)
+        except Exception as exc:
+            if not (isinstance(exc, PoolTimeout) or is_connection_lost(conn, exc)) or not self._writer.alive:
+                raise translate(exc, dsn=self._options.label, operation="ping") from exc
+            log.warning("journal database unreachable", database=self._options.label, error=str(exc))
+            return True
+        if self._writer.reconnecting:
+            return True
 
         async def ping_writer(cur: Any) -> None:
             await cur.execute(pg_queries().ping)

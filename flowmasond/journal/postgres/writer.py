@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from flowmasond.errors import FlowmasonError, JournalError
+from flowmasond.errors import FlowmasonError, JournalError, JournalLockedError
 from flowmasond.journal.postgres.sql import pg_queries
 from flowmasond.journal.writer import DEFAULT_FLUSH_DELAY_S, FAILPOINT_ENV, WriterStats
 
@@ -131,6 +131,7 @@ class PgWriter:
         self._deferred = 0
         self._largest = 0
         self.reconnects = 0
+        self.reconnecting = False  # True while the session is lost and being retried
         self.unknown_outcomes = 0  # COMMITs whose answer was lost (resolved with pg_xact_status)
         self._kill_after = int(os.environ.get(FAILPOINT_ENV) or 0)
         self.commit_observer: Callable[[float, int], None] | None = None
@@ -143,6 +144,11 @@ class PgWriter:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def alive(self) -> bool:
+        """The writer task runs (it may be waiting for the database)."""
+        return self._task is not None and not self._task.done()
 
     def stats(self) -> WriterStats:
         """The SQLite writer's counters (no inline/threaded split, no WAL checkpoints here)."""
@@ -251,12 +257,20 @@ class PgWriter:
                     await old.close()
                 except Exception:  # noqa: BLE001, S110 - the old session is gone either way
                     pass
+            self.reconnecting = True
             try:
                 self._conn = await self._connect()
                 self.reconnects += 1
+                self.reconnecting = False
                 log.info("journal reconnected", database=self._dsn, reconnects=self.reconnects)
+            except JournalLockedError:
+                # Our own lost session may still hold the owner lock until the server notices it is
+                # gone; anyone else holding it past the deadline is reported.
+                if backoff.expired:
+                    raise
+                await backoff.wait()
             except FlowmasonError:
-                raise  # the owner lock is held by someone else, or a configuration problem
+                raise
             except Exception as exc:  # noqa: BLE001 - retried until the deadline
                 if backoff.expired:
                     raise translate(exc, dsn=self._dsn, operation="reconnect") from exc
