@@ -10,7 +10,9 @@ run. Figures, each against a baseline measured in the same run on the same serve
   drift on a shared machine hits both sides);
 - 20-wide waves (every stage depends on all 20 of the previous wave): µs per stage, journal
   transactions per stage (group commit shares one WAL flush between the stages finishing together),
-  and the per-stage cost against one raw commit.
+  and the per-stage cost against one raw commit;
+- resume: ``load_snapshot`` of a run holding 1,000 and 10,000 committed stages (median of 5), the
+  read a resumed or recovered run starts from.
 Always exits 0 when the runs themselves succeed: benchmarks report, they do not fail CI.
 """
 
@@ -39,9 +41,11 @@ from flowmasond.journal.postgres import PgJournal  # noqa: E402
 CHAIN_AIM = Aim("chain: durable stage / raw INSERT+COMMIT (interleaved blocks, median)", 1.5, "x")
 WIDE_AIM = Aim("20-wide waves: durable stage / raw INSERT+COMMIT", 0.5, "x")
 WIDE_COMMITS_AIM = Aim("20-wide waves: journal transactions per stage", 0.3, "commits")
+RESUME_1K_AIM = Aim("load_snapshot of 1,000 committed stages", 10.0, "ms")
+RESUME_10K_AIM = Aim("load_snapshot of 10,000 committed stages", 150.0, "ms")
 
-FULL = {"blocks": 15, "block": 100, "width": 20, "depth": 30, "repeat": 3}
-QUICK = {"blocks": 2, "block": 10, "width": 20, "depth": 3, "repeat": 1}
+FULL = {"blocks": 15, "block": 100, "width": 20, "depth": 30, "repeat": 3, "resume": (1000, 10000)}
+QUICK = {"blocks": 2, "block": 10, "width": 20, "depth": 3, "repeat": 1, "resume": (50, 200)}
 _PAYLOAD = "x" * 200
 
 
@@ -64,6 +68,29 @@ async def timed_run(executor: DAGExecutor, journal: PgJournal, shape: Any, run_i
     if outcome.status is not RunStatus.SUCCEEDED:
         raise RuntimeError(f"benchmark run failed: {outcome.error}")
     return elapsed / shape.stages * 1e6, (journal.stats().transactions - before) / shape.stages
+
+
+async def snapshot_ms(journal: PgJournal, committed: int) -> float:
+    """Median ms of ``load_snapshot`` for a run holding ``committed`` stage results."""
+    from flowmasond.engine.interfaces import ComponentResult, Record, StageStatus
+
+    shape = chain_shape(1)
+    run_id = f"resume-{committed}"
+    await journal.create_run(run_id, shape.pipeline, {})
+    store = journal.run_store(run_id)
+    records = [Record.of_result(f"s{i:05d}", ComponentResult(f"s{i:05d}", "bench_noop", StageStatus.SUCCESS,
+                                                             output={"i": i, "text": "x" * 50}, attempts=1,
+                                                             started_at=1.0, finished_at=2.0))
+               for i in range(committed)]
+    for k in range(0, committed, 500):
+        await store.commit(records[k:k + 500])
+    samples = []
+    for _ in range(6):  # the first warms up
+        t0 = time.perf_counter()
+        snapshot = await journal.load_snapshot(run_id)
+        samples.append((time.perf_counter() - t0) * 1000)
+        assert len(snapshot.results) == committed
+    return statistics.median(samples[1:])
 
 
 async def main_async(dsn: str, sizes: dict[str, int], quick: bool) -> int:
@@ -111,8 +138,15 @@ async def main_async(dsn: str, sizes: dict[str, int], quick: bool) -> int:
               f"raw INSERT+COMMIT {wide_raw:.0f} µs (same run)")
         print(f"  stage / raw commit: median {wide_ratio:.2f}x")
 
+        small, large = sizes["resume"]
+        resume = {n: await snapshot_ms(journal, n) for n in (small, large)}
+        print("\nresume: load_snapshot (one REPEATABLE READ transaction, binary results) of a run holding")
+        for n, ms in resume.items():
+            print(f"  {n:>6} committed stages: {ms:8.1f} ms")
+
         print("\naims:" + (" (--quick sizes: the figures are not comparable with the aims)" if quick else ""))
-        for aim, value in ((CHAIN_AIM, chain_ratio), (WIDE_AIM, wide_ratio), (WIDE_COMMITS_AIM, wide_commits)):
+        for aim, value in ((CHAIN_AIM, chain_ratio), (WIDE_AIM, wide_ratio), (WIDE_COMMITS_AIM, wide_commits),
+                           (RESUME_1K_AIM, resume[small]), (RESUME_10K_AIM, resume[large])):
             print(f"  {aim.name}: {value:.3g} {aim.unit} ({aim.label}) {aim.verdict(value)}")
     finally:
         await journal.close()

@@ -27,7 +27,7 @@ def test_journal_benchmark_prints_raw_commit_modes_resume_and_aims() -> None:
         assert re.search(rf"journal {mode}\s*:\s+{NUMBER} µs/stage, {NUMBER} commits/stage", out), (mode, out)
     assert re.search(rf"raw commit {NUMBER} µs; chain {NUMBER} µs/stage; floor {NUMBER} µs/stage", out), out
     assert re.search(rf"floor / raw: {NUMBER}x; chain / floor .*: {NUMBER}x", out), out
-    assert len(re.findall(rf"committed stages:\s+{NUMBER} ms", out)) == 2, out
+    assert len(re.findall(rf"^\s+\d+ committed stages:\s+{NUMBER} ms$", out, re.M)) == 2, out
     assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 5, out
 
 
@@ -42,11 +42,12 @@ def test_daemon_benchmark_prints_latency_throughput_memory_and_aims() -> None:
 
 def test_postgresql_benchmark_prints_chain_and_waves_against_raw_commits(pg_dsn: str) -> None:
     """The PostgreSQL benchmark (on the session's test server) reports raw commits, the chain and the
-    20-wide waves beside them, and three verdicts."""
+    20-wide waves beside them, the snapshot reads of a resume, and five verdicts."""
     proc = subprocess.run([sys.executable, str(BENCH / "bench_pg.py"), "--quick", "--dsn", pg_dsn],
                           capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert re.search(rf"raw INSERT\+COMMIT {NUMBER} µs; chain {NUMBER} µs/stage", out), out
     assert re.search(rf"{NUMBER} µs/stage, {NUMBER} journal transactions/stage", out), out
-    assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 3, out
+    assert len(re.findall(rf"^\s+\d+ committed stages:\s+{NUMBER} ms$", out, re.M)) == 2, out
+    assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 5, out
