@@ -47,6 +47,7 @@ class PgServer:
     root: Path
     bin_dir: Path = field(default_factory=pg_bin_dir)
     running: bool = False
+    _shared: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -82,6 +83,19 @@ class PgServer:
         """A libpq connection string for ``dbname`` (tables in ``schema`` when given) on this server's socket."""
         dsn = f"host={self.socket_dir} port={PG_PORT} user={PG_USER} dbname={dbname}"
         return dsn if schema is None else f"{dsn} options='-c search_path={schema}'"
+
+    def shared_database(self) -> str:
+        """One database for tests that each take a schema in it (created on first use, never dropped:
+        dropping a database forces a checkpoint, seconds on a busy disk)."""
+        if self._shared is None:
+            self._shared = self.create_database("shared")
+        return self._shared
+
+    def drop_schema(self, dbname: str, schema: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
     def create_schema(self, dbname: str) -> str:
         """A new empty schema in ``dbname`` (much cheaper than a database); returns its name."""

@@ -65,7 +65,7 @@ def make_ledger(request: pytest.FixtureRequest) -> LedgerFactory:
     """Opens a fresh ledger of one implementation (an async context manager)."""
     if request.param == "postgresql":
         server = request.getfixturevalue("pg_server")
-        return _postgres(server, server.create_database())  # dropped with the server
+        return _postgres(server, server.shared_database())
     return {"memory": _memory, "journal": _journal}[request.param]
 
 

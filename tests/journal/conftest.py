@@ -40,11 +40,15 @@ async def journal(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
     if request.param == "postgresql":
         from flowmasond.journal.postgres import PgJournal
 
-        pg = await PgJournal.open(request.getfixturevalue("pg_dsn"))
+        server = request.getfixturevalue("pg_server")
+        database = server.shared_database()
+        schema = server.create_schema(database)  # a schema per test: far cheaper than a database
+        pg = await PgJournal.open(server.dsn(database, schema=schema))
         try:
             yield pg  # type: ignore[misc]
         finally:
             await pg.close()
+            server.drop_schema(database, schema)
         return
     j = await Journal.open(db_path, inline_commits=request.param == "inline")
     try:
