@@ -312,7 +312,13 @@ class PgWriter:
             except _Lost as lost:
                 if lost.xid is not None:
                     self.unknown_outcomes += 1
-                    status = await self._outcome(lost.xid, backoff)
+                    try:
+                        status = await self._outcome(lost.xid, backoff)
+                    except Exception as exc:  # noqa: BLE001 - the database stayed away past the deadline
+                        self._give_up(group, JournalError(
+                            "the outcome of a commit is unknown: the PostgreSQL journal stayed unreachable",
+                            database=self._dsn, error=str(exc)))
+                        return
                     log.warning("journal commit outcome was unknown", database=self._dsn,
                                 requests=len(group), outcome=status)
                     if status == "committed":
