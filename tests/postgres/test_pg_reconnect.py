@@ -98,3 +98,30 @@ async def test_ping_answers_while_the_database_is_down_and_writes_resume_after(
         assert await journal.ping() is True
     finally:
         await journal.close()
+
+
+async def test_past_the_reconnect_deadline_a_write_fails_and_the_next_one_succeeds_once_the_server_is_back(
+        pg_server: PgServer, pg_dsn: str) -> None:
+    """The backoff is bounded: with the server down longer than reconnect_timeout_s the commit raises
+    JournalError; the writer survives, and a commit after the server returns lands."""
+    import asyncio
+    import time
+
+    from flowmasond.errors import JournalError
+
+    journal = await PgJournal.open(pg_dsn, reconnect_timeout_s=1.0)
+    try:
+        await journal.create_run("r", PIPELINE, {})
+        pg_server.stop()
+        try:
+            started = time.monotonic()
+            with pytest.raises(JournalError):
+                await journal.run_store("r").commit([Record.of_result("a", _result(1))])
+            waited = time.monotonic() - started
+        finally:
+            pg_server.start()
+        await asyncio.wait_for(journal.run_store("r").commit([Record.of_result("b", _result(2))]), timeout=30)
+    finally:
+        await journal.close()
+    assert 0.9 <= waited < 15
+    assert _committed(pg_dsn) == [(1, "b")]
