@@ -161,3 +161,33 @@ def test_a_postgresql_backend_without_a_dsn_is_a_configuration_error(
     assert daemon.proc is not None
     assert daemon.proc.wait(timeout=30) == EX_CONFIG
     assert "journal.dsn" in daemon.log()
+
+
+def test_schedules_stage_logs_and_pauses_work_through_the_postgresql_journal(
+        daemon_factory: Callable[..., DaemonProcess], write_pipeline: Callable[..., Path], pg_dsn: str) -> None:
+    """An every-second schedule fires runs (each fire recorded once), `flowmason logs` shows a shell
+    stage's output, and a schedule paused before a restart is still paused after it."""
+    write_pipeline({"id": "tick", "stages": [{"id": "say", "component_type": "shell",
+                                              "config": {"command": "echo hello-from-$FLOWMASON_STAGE_PATH"}}],
+                    "schedules": [{"id": "every", "cron": "* * * * * *", "overlap": "allow"}]})
+    daemon = daemon_factory(config=_pg_config(pg_dsn)).start()
+
+    def fired_runs() -> list[tuple[str, float]]:
+        with psycopg.connect(pg_dsn) as conn:
+            return [(str(r), float(t)) for r, t in conn.execute(
+                "SELECT run_id, fire_time FROM runs WHERE schedule_id = 'every' AND status = 'succeeded'")]
+
+    _wait_until(lambda: len(fired_runs()) >= 2, "two scheduled runs to succeed")
+    paused = daemon.cli("schedule", "pause", "tick/every")
+    assert paused.returncode == 0, paused.stderr
+    logs = daemon.cli("logs", fired_runs()[0][0])
+    daemon.stop()
+    daemon.restart()
+    listed = {r["name"]: r for r in json.loads(daemon.cli("schedules", "--json").stdout)}
+
+    assert "hello-from-say" in logs.stdout, logs.stdout + logs.stderr
+    with psycopg.connect(pg_dsn) as conn:
+        fires = conn.execute("SELECT fire_time, count(*) FROM schedule_fires GROUP BY fire_time").fetchall()
+    assert fires and all(count == 1 for _, count in fires)
+    assert len({t for _, t in fired_runs()}) == len(fired_runs())  # one run per fire time
+    assert listed["tick/every"]["paused"] is True

@@ -37,7 +37,7 @@ def _result() -> ComponentResult:
 
 
 async def test_a_fenced_run_is_refused_alone_and_nothing_of_it_is_written(pg_dsn: str) -> None:
-    """Commits of two runs submitted together: the fenced one raises FencedError and writes nothing; the other commits."""
+    """Two runs committed together: the fenced one raises FencedError and writes nothing; the other commits."""
     fence = RefuseListed()
     journal = await PgJournal.open(pg_dsn, fence=fence)
     try:
