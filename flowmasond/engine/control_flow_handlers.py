@@ -300,10 +300,18 @@ class ControlFlowHandler:
                 retry = RetryConfig(max_retries=input.max_retries, initial_delay_ms=input.retry_delay_ms,
                                     max_delay_ms=max(input.retry_delay_ms, 30_000), jitter=False) \
                     if input.max_retries else frame.retry_default
+                # A resume that dropped a propagated failure runs the try stages again as they ran
+                # first, before the catch stages: a return that fired in those has not fired yet.
+                try_run = run.before(f"{path}/", input.catch_stages)
                 try_scope = await self.engine.run_group(
-                    run, run.plan.group(input.try_stages),
+                    try_run, run.plan.group(input.try_stages),
                     self._child_frame(frame, path, catcher=catcher, retry_default=retry))
                 caught = self._caught(run, path) if try_scope.failed is not None else None
+                if try_run is not run:
+                    if caught is None:
+                        run.take_return(try_run)  # the catch phase, and its return, are gone
+                    else:
+                        run.adopt_return(try_run)
                 if try_scope.failed is not None and caught is None:
                     uncaught = try_scope.failed
             # What the try stages committed is visible to the catch and finally stages, and those

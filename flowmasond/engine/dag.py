@@ -76,6 +76,11 @@ class RunOutcome:
     returned: bool = False
 
 
+def _under(path: str, prefix: str, members: Sequence[str]) -> bool:
+    """Whether ``path`` lies inside one of the stages ``members`` at ``prefix``."""
+    return path.startswith(prefix) and path[len(prefix):].split("/", 1)[0] in members
+
+
 @dataclass(frozen=True, slots=True)
 class Catcher:
     """The trycatch whose try phase a frame runs: a failure there enters its catch phase."""
@@ -170,11 +175,26 @@ class ExecutingRun:
         # The run may hold several fired returns (one in the try, then one in the finally stages):
         # its own return_path is the first, so the view looks for the first one among ``members``.
         for path, state in self.flow.items():
-            if (state.kind == "return" and state.returned and path.startswith(prefix)
-                    and path[len(prefix):].split("/", 1)[0] in members):
+            if state.kind == "return" and state.returned and _under(path, prefix, members):
                 return replace(self, cancellation=token, returned=True, return_value=state.return_value,
                                return_path=path)
         return replace(self, cancellation=token, returned=False, return_value=None, return_path=None)
+
+    def before(self, prefix: str, members: Sequence[str]) -> ExecutingRun:
+        """A view of this run in which the returns that fired inside ``members`` (at ``prefix``)
+        have not fired yet: a resumed trycatch whose propagated failure was dropped runs its try
+        stages again in it, before its catch stages (whose return fires again from its committed
+        state) run once more."""
+        if self.return_path is None or not _under(self.return_path, prefix, members):
+            return self
+        for path, state in self.flow.items():
+            if state.kind == "return" and state.returned and not _under(path, prefix, members):
+                return replace(self, returned=True, return_value=state.return_value, return_path=path)
+        return replace(self, returned=False, return_value=None, return_path=None)
+
+    def take_return(self, view: ExecutingRun) -> None:
+        """Whether this run returned is what ``view`` (from ``before``) says."""
+        self.returned, self.return_value, self.return_path = view.returned, view.return_value, view.return_path
 
     def adopt_return(self, view: ExecutingRun) -> None:
         """A return that fired inside a ``shielded`` view ends this run too."""
