@@ -301,8 +301,9 @@ class ControlFlowHandler:
                                     max_delay_ms=max(input.retry_delay_ms, 30_000), jitter=False) \
                     if input.max_retries else frame.retry_default
                 # A resume that dropped a propagated failure runs the try stages again as they ran
-                # first, before the catch stages: a return that fired in those has not fired yet.
-                try_run = run.before(f"{path}/", input.catch_stages)
+                # first, before the catch and finally stages: a return that fired in those has not
+                # fired yet (it fires again, from its committed state, when its phase runs).
+                try_run = run.before(f"{path}/", [*input.catch_stages, *input.finally_stages])
                 try_scope = await self.engine.run_group(
                     try_run, run.plan.group(input.try_stages),
                     self._child_frame(frame, path, catcher=catcher, retry_default=retry))
@@ -328,7 +329,12 @@ class ControlFlowHandler:
                                             "error_type": caught.error_type, "failed_stage": caught.stage,
                                             "error_occurred": True}
                 catch_frame = self._child_frame(frame, path, variables={**frame.variables, "error": error})
-                catch_scope = await self.engine.run_group(run, run.plan.group(input.catch_stages), catch_frame)
+                # Likewise a return that fired in the finally stages came after the catch phase.
+                catch_run = run.before(f"{path}/", input.finally_stages)
+                catch_scope = await self.engine.run_group(catch_run, run.plan.group(input.catch_stages),
+                                                          catch_frame)
+                if catch_run is not run:
+                    run.take_return(catch_run)  # the finally's return fires again in its phase
                 if catch_scope.failed is not None:
                     failure = (catch_scope.failed, catch_scope.failed_path)
                 else:
