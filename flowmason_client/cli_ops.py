@@ -58,6 +58,7 @@ def add_commands(sub: Any, with_json: Adder) -> None:
 
     with_json(sub.add_parser("reload", help="reload every pipeline folder (privileged)"))
     with_json(sub.add_parser("stop", help="stop the daemon: running stages get shutdown_grace_s (privileged)"))
+    with_json(sub.add_parser("nodes", help="the nodes sharing a PostgreSQL journal: leases and heartbeat age"))
 
     methods = sub.add_parser("methods", help="the control socket's methods (no daemon needed)")
     methods.add_argument("--markdown", action="store_true", help="the README's method reference")
@@ -198,6 +199,33 @@ def cmd_stop(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nodes(client: Client, args: argparse.Namespace) -> int:
+    result = client.call("nodes.list")
+    _print(result, args.json, _nodes_text)
+    return 0
+
+
+def _nodes_text(data: dict[str, Any]) -> str:
+    if not data.get("cluster"):
+        return "not a cluster: this daemon is alone on its journal"
+    lines = [f"{'NODE':32} {'HOST':16} {'PID':>7} {'HEARTBEAT':>10} {'LEASES':>6}  STATE"]
+    for node in data["nodes"]:
+        live = [lease for lease in node["leases"] if lease["live"]]
+        age = node["heartbeat_age_s"]
+        if node["stopped"]:
+            state = "stopped"
+        elif age > (data.get("lease_s") or 0):
+            state = "silent (leases expired)"
+        else:
+            state = "up"
+        mark = "*" if node.get("self") else " "
+        lines.append(f"{node['node_id'] + mark:32} {str(node['host'])[:16]:16} {node['pid']:>7} "
+                     f"{age:>9.1f}s {len(live):>6}  {state}")
+        for lease in node["leases"]:
+            lines.append(f"    {lease['run_id']}  epoch {lease['epoch']}  expires in {lease['expires_in_s']:.1f}s")
+    return "\n".join(lines)
+
+
 def show_pipeline(client: Client, pipeline_id: str, as_json: bool) -> int:
     """``pipelines show ID``: file, validity, stages drawn as a DAG, schedules, errors and warnings."""
     info = client.call("pipelines.show", {"pipeline_id": pipeline_id})
@@ -265,4 +293,5 @@ def _print(data: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]],
 COMMANDS = {
     "rerun": cmd_rerun, "logs": cmd_logs, "break": cmd_break, "continue": cmd_continue, "step": cmd_step,
     "terminate": cmd_terminate, "delete": cmd_delete, "prune": cmd_prune, "reload": cmd_reload, "stop": cmd_stop,
+    "nodes": cmd_nodes,
 }

@@ -571,6 +571,18 @@ class RunDeleteResult(Result):
     dry_run: bool = False
 
 
+class NodesListResult(Result):
+    """`nodes.list`: the nodes sharing the journal, each with its heartbeat age and live leases.
+
+    ``cluster`` is false for a daemon alone on its journal (``nodes`` is then empty).
+    """
+
+    cluster: bool = False
+    node_id: str | None = None  # the node that answered
+    lease_s: float | None = None
+    nodes: list[dict[str, Any]] = Field(default_factory=list)
+
+
 # --- the method table ------------------------------------------------------------------------
 
 
@@ -648,5 +660,7 @@ METHODS: Mapping[str, MethodSpec] = {
                    summary="unpause a schedule"),
         MethodSpec(name="schedules.trigger", params=ScheduleRefParams, result=ScheduleTriggerResult,
                    mutating=True, summary="fire a schedule now"),
+        MethodSpec(name="nodes.list", params=EmptyParams, result=NodesListResult, mutating=False,
+                   summary="the nodes sharing a PostgreSQL journal, their leases and heartbeat age"),
     )
 }

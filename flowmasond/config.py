@@ -24,7 +24,8 @@ SYSTEM_CONFIG = Path("/etc/flowmason/flowmasond.toml")
 
 
 class JournalConfig(BaseModel):
-    """The journal: SQLite in the state directory (default), or a PostgreSQL database."""
+    """The journal: SQLite in the state directory (default), or a PostgreSQL database (several nodes
+    share one with ``[cluster]``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +76,27 @@ class SchedulerConfig(BaseModel):
 
     enabled: bool = True
     max_catchup_runs: int = Field(default=10, ge=1)  # bound on misfire=run_all after downtime
+
+
+class ClusterConfig(BaseModel):
+    """Several nodes on one PostgreSQL journal (flowmasond.cluster); off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    # Default: "<hostname>-<6 hex digits>", made once and kept in <state dir>/node_id.
+    node_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+    # A node that has not renewed its leases for this long loses its runs to the other nodes.
+    lease_seconds: float = Field(default=15.0, gt=0)
+    # How often a node renews its leases, takes cancel requests and claims runs needing an owner.
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_lease(self) -> ClusterConfig:
+        # Two missed heartbeats must not lose a lease, or a busy node would drop its runs.
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be at most half of lease_seconds")
+        return self
 
 
 class LimitsConfig(BaseModel):
@@ -180,6 +202,7 @@ class DaemonConfig(BaseModel):
     strict: bool = False
     journal: JournalConfig = Field(default_factory=JournalConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     # Daemon environment variables pipelines may see (shell-style patterns): `{{env.X}}` resolves
     # only these, and shell stages inherit them on top of a small base (flowmasond.environment).
     env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW))
@@ -188,6 +211,12 @@ class DaemonConfig(BaseModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # validated by the LLM layer
     default_provider: str | None = None
+
+    @model_validator(mode="after")
+    def _cluster_needs_postgresql(self) -> DaemonConfig:
+        if self.cluster.enabled and self.journal.backend != "postgresql":
+            raise ValueError("cluster.enabled needs journal.backend = \"postgresql\" (nodes share its database)")
+        return self
 
     @property
     def journal_path(self) -> Path:

@@ -63,6 +63,7 @@ class Daemon:
         self.runs: Any = None
         self.server: Any = None
         self.scheduler: Any = None
+        self.cluster: Any = None  # flowmasond.cluster.ClusterNode when [cluster] is enabled
         self.registry: ComponentRegistry | None = None
         # LLM tokens as they stream, for `runs.events --follow` (never journaled).
         self.tokens = TokenBroker()
@@ -106,7 +107,7 @@ class Daemon:
         _raise_fd_limit()
         async with AsyncExitStack() as stack:
             config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-            self.journal = await self._open_journal()
+            self.journal = await self._open_journal(stack)
             stack.push_async_callback(self._close_journal)
 
             self.registry = registry = ComponentRegistry.with_builtins()
@@ -122,7 +123,7 @@ class Daemon:
             self.tracer = self._tracer(stack)
             services = await self._services(stack)
             self.runs = RunManager(journal=self.journal, catalog=self.catalog, registry=registry, config=config,
-                                   services=services, hooks=await self._observers(stack))
+                                   services=services, hooks=await self._observers(stack), ownership=self.cluster)
 
             sock = self._activated_socket()
             self.server = ControlServer(
@@ -141,8 +142,16 @@ class Daemon:
 
             if self._hold_recovery:
                 await _wait_for_file(self._hold_recovery)
-            await self.runs.recover()
+            if self.cluster is not None:
+                # Instead of recovering every run found active (other nodes execute some), claim
+                # the runs whose owner's lease expired, now and on every heartbeat.
+                await self.cluster.start(self.runs)
+                stack.push_async_callback(self.cluster.stop)
+            else:
+                await self.runs.recover()
             await self._start_scheduler(stack)
+            if self.cluster is not None:
+                self.cluster.attach_scheduler(self.scheduler)
             background = [asyncio.create_task(self._retention_loop(), name="retention")]
             # READY=1 only now: the journal is open, recovery is scheduled and the socket listens.
             self._last_status = self.status_line()
@@ -170,17 +179,37 @@ class Daemon:
         self.notifier.close()
         return 0
 
-    async def _open_journal(self) -> Any:
-        """The configured journal: SQLite in the state directory, or PostgreSQL (same surface)."""
+    async def _open_journal(self, stack: AsyncExitStack) -> Any:
+        """The configured journal: SQLite in the state directory, or PostgreSQL (same surface);
+        with ``[cluster]``, PostgreSQL fenced by this node's leases (``self.cluster``)."""
         journal = self.config.journal
         if journal.backend == "postgresql":
             from flowmasond.journal.postgres import PgJournal
 
-            return await PgJournal.open(journal.resolve_dsn(), reconnect_timeout_s=journal.reconnect_timeout_s)
+            dsn = journal.resolve_dsn()
+            fence = self._join_cluster(stack, dsn) if self.config.cluster.enabled else None
+            return await PgJournal.open(dsn, fence=fence, reconnect_timeout_s=journal.reconnect_timeout_s)
         from flowmasond.journal import Journal
 
         return await Journal.open(self.config.journal_path, synchronous=journal.synchronous,
                                   busy_timeout_ms=journal.busy_timeout_ms)
+
+    def _join_cluster(self, stack: AsyncExitStack, dsn: str) -> Any:
+        """This node's ``ClusterNode`` and the lease fence its journal checks (started after recovery)."""
+        from flowmasond.cluster import ClusterNode, LeaseFence, resolve_node_id
+        from flowmasond.journal.owner import OwnerLock
+
+        config = self.config
+        # One process per node id: a second daemon on this state dir would share its leases.
+        lock = OwnerLock.acquire(config.state_dir / "node")
+        stack.callback(lock.release)
+        node_id = resolve_node_id(config.state_dir, config.cluster.node_id)
+        fence = LeaseFence(node_id)
+        self.cluster = ClusterNode(dsn=dsn, node_id=node_id, socket_path=str(config.socket), fence=fence,
+                                   lease_s=config.cluster.lease_seconds,
+                                   heartbeat_s=config.cluster.heartbeat_seconds,
+                                   recovery_auto=config.recovery == "auto")
+        return fence
 
     async def _close_journal(self) -> None:
         await self.journal.close()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from collections.abc import AsyncIterator, Sequence
 
 import structlog
@@ -63,6 +63,21 @@ ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 SHUTDOWN_STATUS_MARGIN_S = 10.0
 
 
+class RunOwnership(Protocol):
+    """Who may execute a run when several nodes share the journal (``flowmasond.cluster``).
+
+    ``acquire`` before the first write that starts, resumes or cancels a run here (raising
+    ``RunConflictError`` when another node executes it); ``release`` once this node is done with
+    it. Without one (a single daemon) the journal's owner lock makes this process the only owner.
+    """
+
+    async def acquire(self, run_id: str) -> None: ...
+
+    async def release(self, run_id: str) -> None: ...
+
+    async def request_cancel(self, run_id: str, *, now: bool) -> dict[str, Any] | None: ...
+
+
 @dataclass(slots=True)
 class ActiveRun:
     """A run this process is executing (or about to)."""
@@ -76,6 +91,7 @@ class ActiveRun:
     running: bool = False  # holds a concurrency slot (False: queued)
     stopped_now: bool = False  # its task was cancelled by a second stop signal
     breaks: RunBreaks = field(default_factory=RunBreaks)
+    lease_lost: bool = False  # another node owns it now: stopped here without writing anything
 
 
 class _Notifier(ExecutionHooks):
@@ -124,8 +140,9 @@ class RunManager:
 
     def __init__(self, *, journal: Journal, catalog: PipelineCatalog, registry: ComponentRegistry,
                  config: DaemonConfig, services: dict[str, Any] | None = None,
-                 hooks: list[ExecutionHooks] | None = None) -> None:
+                 hooks: list[ExecutionHooks] | None = None, ownership: RunOwnership | None = None) -> None:
         self.journal = journal
+        self.ownership = ownership
         self.catalog = catalog
         self.config = config
         self.stage_logs = StageLogStore(journal, max_bytes=config.stage_log_max_bytes, on_flush=self.notify)
@@ -152,6 +169,11 @@ class RunManager:
         """Runs executing and runs waiting for a slot."""
         running = sum(1 for a in self._active.values() if a.running)
         return {"active": len(self._active), "running": running, "queued": len(self._active) - running}
+
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown began (no new run is started or claimed)."""
+        return self._accepting
 
     def notify(self) -> None:
         """Wake followers (cheap; called on every stage event)."""
@@ -197,8 +219,13 @@ class RunManager:
         check_inputs(pipeline, inputs)
         check_stages(pipeline, break_at, run_id=run_id)
         run_id = run_id or new_run_id()
-        await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id, fire_time=fire_time,
-                                      breakpoints=break_at)
+        await self._acquire(run_id)  # first: the creation itself is fenced
+        try:
+            await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id, fire_time=fire_time,
+                                          breakpoints=break_at)
+        except BaseException:
+            await self._release(run_id)
+            raise
         log.info("run_created", run_id=run_id, pipeline_id=pipeline_id, schedule_id=schedule_id)
         self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id, after=after,
                      breaks=RunBreaks(breakpoints=set(break_at)))
@@ -251,6 +278,14 @@ class RunManager:
         except asyncio.CancelledError:
             if not active.stopped_now:
                 raise
+            if active.lease_lost:
+                # Another node owns the run now: nothing more is written from here (the fence
+                # would refuse it anyway); it resumes there from the journal.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                bound.warning("run_abandoned", reason=active.token.reason)
+                return
             # A second stop signal, or a shutdown whose grace ran out, abandoned the in-flight
             # stages; what was committed stands, and the run resumes on the next start like any
             # other interrupted run.
@@ -279,6 +314,8 @@ class RunManager:
         finally:
             self._active.pop(run_id, None)
             self.stage_logs.forget(run_id)
+            if self.ownership is not None and not active.lease_lost:
+                await self.ownership.release(run_id)
             self.notify()
 
     @contextlib.asynccontextmanager
@@ -305,11 +342,13 @@ class RunManager:
             if held:
                 self._slots.release()
 
-    async def cancel(self, run_id: str, *, now: bool = False) -> dict[str, Any]:
+    async def cancel(self, run_id: str, *, now: bool = False, local_only: bool = False) -> dict[str, Any]:
         """Ask a run to stop: no new stage starts; in-flight stages get the cancel grace period.
 
         ``now`` (``terminate``): no grace, in-flight stages are killed at once. A run paused across
-        a restart (not executing here) is cancelled in the journal directly.
+        a restart (not executing here) is cancelled in the journal directly. A run another node
+        executes is asked through the database (``RunOwnership.request_cancel``) unless
+        ``local_only`` (that node taking such a request).
         """
         active = self._active.get(run_id)
         if active is None:
@@ -319,7 +358,12 @@ class RunManager:
             row = await self.find(run_id)
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+            if self.ownership is not None and not local_only and row.status in ACTIVE:
+                forwarded = await self.ownership.request_cancel(run_id, now=now)
+                if forwarded is not None:
+                    return forwarded
             if row.status is RunStatus.PAUSED:
+                await self._acquire(run_id)
                 await self.journal.set_run_status(run_id, RunStatus.CANCELLED, expected=[RunStatus.PAUSED], error={
                     "code": "run_cancelled", "message": "cancelled by request while paused"})
                 self.notify()
@@ -388,16 +432,41 @@ class RunManager:
             if definition == "current":
                 pipeline = current
         snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
+        await self._acquire(run_id)
         # The claim: a conditional UPDATE from the status read above. Anything that changed the
         # run in between makes it fail with RunConflictError instead of launching it twice.
-        await self.journal.record_resume(run_id, expected=[row.status],
-                                         pipeline=pipeline if pipeline is not pinned else None)
+        try:
+            await self.journal.record_resume(run_id, expected=[row.status],
+                                             pipeline=pipeline if pipeline is not pinned else None)
+        except BaseException:
+            await self._release(run_id)
+            raise
         log.info("run_resumed", run_id=run_id, committed=len(snapshot.results), force=force,
                  definition=definition or "pinned")
         self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, force=force, schedule_id=row.schedule_id,
                      breaks=RunBreaks(breakpoints=set(row.breakpoints), stepping=row.stepping))
         self.notify()
         return run_id
+
+    async def _acquire(self, run_id: str) -> None:
+        if self.ownership is not None:
+            await self.ownership.acquire(run_id)
+
+    async def _release(self, run_id: str) -> None:
+        if self.ownership is not None:
+            await self.ownership.release(run_id)
+
+    def abandon(self, run_id: str, reason: str) -> None:
+        """Stop executing ``run_id`` here at once, writing nothing: its lease moved to another node."""
+        active = self._active.get(run_id)
+        if active is None:
+            return
+        active.lease_lost = True
+        active.stopped_now = True
+        active.token.cancel(f"lease lost: {reason}", grace_s=0.0)
+        if active.task is not None:
+            active.task.cancel()
+        log.warning("run_lease_lost", run_id=run_id, reason=reason)
 
     async def _pinned(self, row: Any, current: PipelineConfig | None = None) -> PipelineConfig:
         """The definition ``row`` is pinned to; the catalog's own object when it is that definition
@@ -441,8 +510,13 @@ class RunManager:
             snapshot = RunSnapshot()
             for record in seed:
                 snapshot.apply(record)
-        await self.journal.create_run(new_id, pipeline, merged, forked_from=run_id, from_stage=from_stage,
-                                      seed=seed)
+        await self._acquire(new_id)
+        try:
+            await self.journal.create_run(new_id, pipeline, merged, forked_from=run_id, from_stage=from_stage,
+                                          seed=seed)
+        except BaseException:
+            await self._release(new_id)
+            raise
         log.info("run_rerun", run_id=new_id, source=run_id, from_stage=from_stage,
                  reused=len(seed or []), latest=latest)
         self._launch(new_id, pipeline, merged, snapshot=snapshot)
@@ -492,6 +566,7 @@ class RunManager:
         await self.journal.set_breakpoints(run_id, row.breakpoints, step)
         pipeline = await self._pinned(row)
         snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
+        await self._acquire(run_id)
         await self.journal.record_resume(run_id, expected=[RunStatus.PAUSED])
         log.info("run_go_on", run_id=run_id, step=step, released=sorted(let_through), relaunched=True)
         self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, schedule_id=row.schedule_id,
@@ -557,20 +632,9 @@ class RunManager:
                 await self._recover_status(row, RunStatus.INTERRUPTED, {
                     "code": "daemon_stopped", "message": "the daemon stopped while this child run was executing"})
                 continue
-            crashed = row.status is RunStatus.RUNNING
-            attempts = await self.journal.increment_recovery_attempts(row.run_id) if crashed else 0
-            if attempts > self.config.max_recovery_attempts:
-                error = {"code": "recovery_exhausted",
-                         "message": f"the daemon stopped {attempts} times while this run was executing; "
-                                    "not resumed again automatically (resume it by hand once the cause is fixed)",
-                         "context": {"recovery_attempts": attempts}}
-                await self._recover_status(row, RunStatus.FAILED, error)
-                log.error("run_recovery_exhausted", run_id=row.run_id, attempts=attempts)
-                report["failed"].append(row.run_id)
-                continue
-            if await self._recover_status(row, RunStatus.INTERRUPTED, {
-                    "code": "daemon_stopped", "message": "the daemon stopped while this run was executing"}):
-                report["interrupted"].append(row.run_id)
+            outcome = await self._interrupt_found(row)
+            if outcome is not None:
+                report[outcome].append(row.run_id)
         if self.config.recovery == "auto":
             for row in await self._all_runs([RunStatus.INTERRUPTED]):
                 if row.parent_run_id:
@@ -586,6 +650,46 @@ class RunManager:
         if any(report.values()):
             log.info("recovery", **{k: len(v) for k, v in report.items()})
         return report
+
+    async def _interrupt_found(self, row: Any) -> str | None:
+        """A root run found pending or running with nobody executing it: ``interrupted``, or
+        ``failed`` past ``max_recovery_attempts``; returns which (None: it changed meanwhile)."""
+        crashed = row.status is RunStatus.RUNNING
+        attempts = await self.journal.increment_recovery_attempts(row.run_id) if crashed else 0
+        if attempts > self.config.max_recovery_attempts:
+            error = {"code": "recovery_exhausted",
+                     "message": f"the daemon stopped {attempts} times while this run was executing; "
+                                "not resumed again automatically (resume it by hand once the cause is fixed)",
+                     "context": {"recovery_attempts": attempts}}
+            await self._recover_status(row, RunStatus.FAILED, error)
+            log.error("run_recovery_exhausted", run_id=row.run_id, attempts=attempts)
+            return "failed"
+        if await self._recover_status(row, RunStatus.INTERRUPTED, {
+                "code": "daemon_stopped", "message": "the daemon stopped while this run was executing"}):
+            return "interrupted"
+        return None
+
+    async def recover_claimed(self, run_id: str) -> bool:
+        """Recover one run whose lease this node just claimed (its owner died or stopped).
+
+        The same rules as ``recover`` on start; returns True when the run was launched here (the
+        caller releases the lease otherwise).
+        """
+        row = await self.find(run_id)
+        if row is None or row.parent_run_id or run_id in self._active or run_id in self._claiming:
+            return False
+        if row.status in ACTIVE:
+            if await self._interrupt_found(row) != "interrupted":
+                return False
+            row = await self.find(run_id)
+            if row is None:
+                return False
+        code = (row.error or {}).get("code") if isinstance(row.error, dict) else None
+        if self.config.recovery != "auto" or row.status is not RunStatus.INTERRUPTED or code in NEEDS_OPERATOR:
+            return False
+        await self.resume(run_id, definition="pinned")
+        log.info("run_taken_over", run_id=run_id)
+        return True
 
     async def _recover_status(self, row: Any, status: RunStatus, error: dict[str, Any]) -> bool:
         """Move a run found active on disk to ``status``, only from the status it was found in."""

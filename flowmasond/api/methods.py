@@ -337,8 +337,8 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         yield StreamResult({"events": events, "last_id": last, "more": len(rows) > page, "run": run_view(row)})
 
     async def runs_cancel(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
-        await manager.cancel(params.run_id)
-        return await _stopping(params.run_id)
+        result = await manager.cancel(params.run_id)
+        return await _stopping(params.run_id, forwarded=result.get("node"))
 
     async def _moved_on(run_id: str, before: str, limit_s: float = 5.0) -> Any:
         """The run once its status left ``before`` and ``pending`` (a claimed resume passes through it),
@@ -387,16 +387,19 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
                             "stages": await journal.log_stages(params.run_id)})
 
     async def runs_terminate(params: RunRefParams, peer: PeerInfo) -> dict[str, Any]:
-        await manager.cancel(params.run_id, now=True)
-        return await _stopping(params.run_id)
+        result = await manager.cancel(params.run_id, now=True)
+        return await _stopping(params.run_id, forwarded=result.get("node"))
 
-    async def _stopping(run_id: str) -> dict[str, Any]:
+    async def _stopping(run_id: str, forwarded: str | None = None) -> dict[str, Any]:
         """A cancel or terminate reply: the run now, and whether it may still be stopping (the command
         then waits). Executing is checked before the row is read: a run finishing in between is
-        reported as stopping (a wait that ends at once), never as running without that flag."""
-        executing = run_id in manager.active
+        reported as stopping (a wait that ends at once), never as running without that flag.
+        ``forwarded``: the node the request was passed to (it executes the run)."""
+        executing = run_id in manager.active or forwarded is not None
         info = run_view(await _row(run_id))
         info["cancelling"] = executing
+        if forwarded is not None:
+            info["node"] = forwarded
         return info
 
     async def runs_rerun(params: RunRerunParams, peer: PeerInfo) -> dict[str, Any]:
@@ -479,6 +482,12 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     async def schedules_trigger(params: ScheduleRefParams, peer: PeerInfo) -> dict[str, Any]:
         return dict(await scheduler().trigger(params.schedule_id, params.pipeline_id))
 
+    async def nodes_list(params: EmptyParams, peer: PeerInfo) -> dict[str, Any]:
+        node = daemon.cluster
+        if node is None:
+            return {"cluster": False, "nodes": []}
+        return {"cluster": True, "node_id": node.node_id, "lease_s": node.lease_s, "nodes": await node.nodes()}
+
     d.register("health", health, EmptyParams, mutating=False)
     d.register("version", version, EmptyParams, mutating=False)
     d.register("status", status, EmptyParams, mutating=False)
@@ -507,5 +516,6 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
     d.register("schedules.pause", after_recovery(schedules_pause), ScheduleRefParams, mutating=True)
     d.register("schedules.unpause", after_recovery(schedules_unpause), ScheduleRefParams, mutating=True)
     d.register("schedules.trigger", after_recovery(schedules_trigger), ScheduleRefParams, mutating=True)
+    d.register("nodes.list", nodes_list, EmptyParams, mutating=False)
     return d
 

@@ -155,6 +155,36 @@ class Scheduler:
             self._wake.set()
         return await self.info(schedule.config.id, schedule.pipeline_id)
 
+    async def follow_paused(self) -> None:
+        """Apply pauses and unpauses made by other nodes sharing the journal (cluster mode).
+
+        The node that unpauses a schedule does its catch-up; here it only fires again from now on.
+        """
+        paused = await self.journal.paused_schedules()
+        now = self.clock.now()
+        changed = []
+        for key, schedule in self._schedules.items():
+            if (key in paused) != schedule.paused:
+                schedule.paused = key in paused
+                if schedule.paused:
+                    schedule.next_fire = None
+                else:
+                    schedule.reschedule(now)
+                changed.append(schedule.name)
+        if changed:
+            log.info("schedule_pauses_followed", schedules=changed)
+            self._wake.set()
+
+    async def start_recorded_fire(self, pipeline_id: str, schedule_id: str, fire_time: float,
+                                  run_id: str) -> None:
+        """Create the run of a fire another node recorded but died before creating (cluster mode)."""
+        schedule = self._schedules.get((pipeline_id, schedule_id))
+        if schedule is None:
+            return  # not loaded here: a node that has the pipeline does it
+        log.warning("schedule_fire_without_run", schedule=schedule.name, run_id=run_id,
+                    fire_time=schedule.cron.describe(fire_time))
+        await self._start_run(schedule, fire_time, run_id, OverlapDecision(start=True))
+
     async def trigger(self, ref: str, pipeline_id: str | None = None) -> dict[str, Any]:
         """Fire a schedule now (recorded like any fire, with fire time = now; overlap policy applies)."""
         schedule = self.resolve(ref, pipeline_id)
