@@ -108,6 +108,12 @@ class ClusterNode:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # The run manager has stopped every run by now: what is still held (a claim whose recovery
+        # was cut short) goes back at once instead of after lease_seconds.
+        active = self.runs.active if self.runs is not None else {}
+        for run_id in list(self.fence.epochs):
+            if run_id not in active:
+                await self.release(run_id)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         with contextlib.suppress(Exception):
