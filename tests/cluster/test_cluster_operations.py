@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from cluster_support import Cluster, TERMINAL, record_chain, wait_until
+from daemon_support import DaemonProcess
 from pg_support import PgServer
 
 CHAIN = record_chain("chain", stages=6, hold_s=0.25)
@@ -96,3 +98,20 @@ def test_runs_continue_when_the_database_restarts_under_load(cluster: Cluster, p
         with node.client() as client:
             assert client.health().status == "ok"
     print(f"\ndatabase restart took {down_s:.2f} s; all runs finished")
+
+
+def test_nodes_on_a_daemon_alone_on_its_journal_says_so(daemon_factory: Callable[..., DaemonProcess]) -> None:
+    """Without [cluster] (the SQLite journal), `flowmason nodes` answers that there is no cluster."""
+    daemon = daemon_factory().start()
+    assert json.loads(daemon.cli("nodes", "--json").stdout) == {"cluster": False, "nodes": []}
+    assert "not a cluster" in daemon.cli("nodes").stdout
+
+
+def test_a_second_daemon_on_a_nodes_state_directory_is_refused(cluster: Cluster) -> None:
+    """One process per node: another daemon on the same state directory exits 75 naming the owner."""
+    a = cluster.add("a")
+    twin = DaemonProcess(state_dir=a.state_dir, socket=a.socket.with_name("twin.sock"), pipelines=a.pipelines,
+                         config=a.config, log_path=a.log_path.with_name("twin.log"), env=a.env)
+    twin.start(wait=False)
+    assert twin.proc is not None and twin.proc.wait(timeout=30) == 75
+    assert str(a.proc.pid) in twin.log()
