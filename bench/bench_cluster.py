@@ -4,8 +4,9 @@
 is started as in the tests (tests/pg_support.py). Each node is a real flowmasond subprocess with
 ``[cluster]`` on (leases, fencing, heartbeats); the runs are one-stage pipelines submitted
 concurrently over the nodes' sockets (round-robin over the three), and the clock stops when the
-database holds every run ``succeeded``. Figures: runs/s of one node, of three, and their ratio; the baseline measured in the same run is
-one daemon on the same server without ``[cluster]`` (the single-owner PostgreSQL journal).
+database holds every run ``succeeded``. Figures: runs/s of one node, of three, and their ratio;
+the baseline measured in the same run is one daemon on the same server without ``[cluster]``
+(the single-owner PostgreSQL journal).
 Always exits 0 when the runs succeed: benchmarks report, they do not fail CI.
 """
 

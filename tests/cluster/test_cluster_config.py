@@ -19,7 +19,7 @@ def _config(tmp_path: Path, text: str) -> Path:
 
 def test_a_cluster_on_the_sqlite_journal_is_refused(tmp_path: Path) -> None:
     """Nodes share a database: `[cluster] enabled` without the PostgreSQL journal is a configuration error."""
-    with pytest.raises(ConfigurationError, match="cluster.enabled needs journal.backend"):
+    with pytest.raises(ConfigurationError, match=r"cluster\.enabled needs journal\.backend"):
         load_config(_config(tmp_path, "[cluster]\nenabled = true\n"), env={})
 
 
@@ -27,7 +27,7 @@ def test_a_heartbeat_slower_than_half_the_lease_is_refused(tmp_path: Path) -> No
     """Two heartbeats must fit in a lease, or a busy node would lose its runs between renewals."""
     text = ('[journal]\nbackend = "postgresql"\ndsn = "dbname=x"\n'
             "[cluster]\nenabled = true\nlease_seconds = 10\nheartbeat_seconds = 6\n")
-    with pytest.raises(ConfigurationError, match="cluster.heartbeat_seconds|at most half"):
+    with pytest.raises(ConfigurationError, match="at most half of lease_seconds"):
         load_config(_config(tmp_path, text), env={})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from cluster_support import Cluster, TERMINAL, record_chain, wait_until
 from daemon_support import DaemonProcess
