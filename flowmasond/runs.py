@@ -358,14 +358,18 @@ class RunManager:
             row = await self.find(run_id)
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
-            if self.ownership is not None and not local_only and row.status in ACTIVE:
+            if self.ownership is not None and not local_only and row.status in (*ACTIVE, RunStatus.PAUSED):
                 forwarded = await self.ownership.request_cancel(run_id, now=now)
                 if forwarded is not None:
                     return forwarded
             if row.status is RunStatus.PAUSED:
                 await self._acquire(run_id)
-                await self.journal.set_run_status(run_id, RunStatus.CANCELLED, expected=[RunStatus.PAUSED], error={
-                    "code": "run_cancelled", "message": "cancelled by request while paused"})
+                try:
+                    await self.journal.set_run_status(run_id, RunStatus.CANCELLED, expected=[RunStatus.PAUSED],
+                                                      error={"code": "run_cancelled",
+                                                             "message": "cancelled by request while paused"})
+                finally:
+                    await self._release(run_id)
                 self.notify()
                 return {"run_id": run_id, "cancelling": False}
             raise InvalidStateError(f"run is {row.status.value}, not running", run_id=run_id,
@@ -567,7 +571,11 @@ class RunManager:
         pipeline = await self._pinned(row)
         snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
         await self._acquire(run_id)
-        await self.journal.record_resume(run_id, expected=[RunStatus.PAUSED])
+        try:
+            await self.journal.record_resume(run_id, expected=[RunStatus.PAUSED])
+        except BaseException:
+            await self._release(run_id)
+            raise
         log.info("run_go_on", run_id=run_id, step=step, released=sorted(let_through), relaunched=True)
         self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, schedule_id=row.schedule_id,
                      breaks=RunBreaks(breakpoints=set(row.breakpoints), stepping=step, released=let_through))

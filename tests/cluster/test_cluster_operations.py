@@ -115,3 +115,20 @@ def test_a_second_daemon_on_a_nodes_state_directory_is_refused(cluster: Cluster)
     twin.start(wait=False)
     assert twin.proc is not None and twin.proc.wait(timeout=30) == 75
     assert str(a.proc.pid) in twin.log()
+
+
+def test_a_run_paused_at_a_breakpoint_on_one_node_is_cancelled_through_another(cluster: Cluster,
+                                                                             tmp_path: Path) -> None:
+    """A run waiting at a breakpoint on node a (its lease held there) is cancelled by node b's `cancel`."""
+    a = cluster.add("a", [STEADY])
+    b = cluster.add("b")
+    with a.client() as client:
+        run_id = client.call("runs.start", {"pipeline_id": "steady", "inputs": {"ledger": str(tmp_path / "l.jsonl")},
+                                            "break_at": ["s3"]})["run_id"]
+    wait_until(lambda: cluster.status(run_id) == "paused", timeout=10, what="the run paused at s3")
+    assert cluster.lease_holder(run_id) == "a"
+    cancelled = b.cli("cancel", run_id, "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+    assert sorted(p for p, _ in cluster.results(run_id)) == ["s1", "s2"]
+    assert cluster.lease_holder(run_id) is None
