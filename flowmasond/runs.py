@@ -68,14 +68,16 @@ class RunOwnership(Protocol):
 
     ``acquire`` before the first write that starts, resumes or cancels a run here (raising
     ``RunConflictError`` when another node executes it); ``release`` once this node is done with
-    it. Without one (a single daemon) the journal's owner lock makes this process the only owner.
+    it; ``forward`` passes a request (``cancel``, ``terminate``, ``continue``, ``step``) to the node
+    executing the run and returns that node's id (None: no other node executes it). Without one
+    (a single daemon) the journal's owner lock makes this process the only owner.
     """
 
     async def acquire(self, run_id: str) -> None: ...
 
     async def release(self, run_id: str) -> None: ...
 
-    async def request_cancel(self, run_id: str, *, now: bool) -> dict[str, Any] | None: ...
+    async def forward(self, run_id: str, kind: str) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -347,7 +349,7 @@ class RunManager:
 
         ``now`` (``terminate``): no grace, in-flight stages are killed at once. A run paused across
         a restart (not executing here) is cancelled in the journal directly. A run another node
-        executes is asked through the database (``RunOwnership.request_cancel``) unless
+        executes is asked through the database (``RunOwnership.forward``) unless
         ``local_only`` (that node taking such a request).
         """
         active = self._active.get(run_id)
@@ -359,9 +361,9 @@ class RunManager:
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
             if self.ownership is not None and not local_only and row.status in (*ACTIVE, RunStatus.PAUSED):
-                forwarded = await self.ownership.request_cancel(run_id, now=now)
-                if forwarded is not None:
-                    return forwarded
+                owner = await self.ownership.forward(run_id, "terminate" if now else "cancel")
+                if owner is not None:
+                    return {"run_id": run_id, "cancelling": True, "node": owner}
             if row.status is RunStatus.PAUSED:
                 await self._acquire(run_id)
                 try:
@@ -544,14 +546,20 @@ class RunManager:
             breaks.breakpoints = points
         self.notify()
 
-    async def go_on(self, run_id: str, *, step: bool) -> None:
+    async def go_on(self, run_id: str, *, step: bool, local_only: bool = False) -> None:
         """``continue`` (``step=False``: release every waiting stage, stop stepping) or ``step``
-        (release the oldest waiting stage and pause before the next one)."""
+        (release the oldest waiting stage and pause before the next one). A run another node
+        executes is asked through the database unless ``local_only``."""
         self._check_accepting()
         row = await self.find(run_id)
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
         breaks = self.breaks_of(run_id)
+        if breaks is None and self.ownership is not None and not local_only and not row.status.finished:
+            owner = await self.ownership.forward(run_id, "step" if step else "continue")
+            if owner is not None:
+                log.info("run_go_on_forwarded", run_id=run_id, step=step, node=owner)
+                return
         if breaks is not None:
             if not step and row.status is not RunStatus.PAUSED and not breaks.waiting and not breaks.stepping:
                 raise InvalidStateError(f"run is {row.status.value}, not paused", run_id=run_id,

@@ -160,19 +160,21 @@ class ClusterNode:
             except Exception as exc:  # noqa: BLE001 - not renewed any more, so they expire by themselves
                 log.warning("lease_release_failed", runs=len(batch), error=str(exc))
 
-    async def request_cancel(self, run_id: str, *, now: bool) -> dict[str, Any] | None:
-        """Ask the node holding ``run_id``'s live lease to cancel it; None when no node holds one."""
+    async def forward(self, run_id: str, kind: str) -> str | None:
+        """Leave a ``kind`` request (cancel, terminate, continue, step) for the node holding
+        ``run_id``'s live lease; returns that node's id, or None when no other node holds one."""
         q = cluster_queries()
         holder = await self._fetch(q.lease_of, {"run_id": run_id})
         if not holder or not column(holder[0], 2, "live"):
             return None
         owner = str(column(holder[0], 0, "node_id"))
-        await self._execute(q.insert_run_request, {"run_id": run_id, "node_id": self.node_id,
-                                                   "kind": "terminate" if now else "cancel"})
+        if owner == self.node_id:
+            return None  # ours (being recovered here): the caller acts locally
+        await self._execute(q.insert_run_request, {"run_id": run_id, "node_id": self.node_id, "kind": kind})
         # Wakes every node's heartbeat now; without it the owner takes the request on its next beat.
         await self._execute(q.notify_run_request, {"channel": REQUESTS_CHANNEL, "run_id": run_id})
-        log.info("run_cancel_forwarded", run_id=run_id, owner=owner, now=now)
-        return {"run_id": run_id, "cancelling": True, "node": owner}
+        log.info("run_request_forwarded", run_id=run_id, kind=kind, owner=owner)
+        return owner
 
     # -- views ------------------------------------------------------------------------------------
     async def nodes(self) -> list[dict[str, Any]]:
@@ -275,9 +277,12 @@ class ClusterNode:
             if run_id not in held:
                 continue  # a stale request (its run finished before any owner took it): dropped
             try:
-                await self.runs.cancel(run_id, now=kind == "terminate", local_only=True)
+                if kind in ("continue", "step"):
+                    await self.runs.go_on(run_id, step=kind == "step", local_only=True)
+                else:
+                    await self.runs.cancel(run_id, now=kind == "terminate", local_only=True)
             except Exception as exc:  # noqa: BLE001 - finished or stopping meanwhile
-                log.info("run_cancel_request_dropped", run_id=run_id, kind=kind, error=str(exc))
+                log.info("run_request_dropped", run_id=run_id, kind=kind, error=str(exc))
 
     async def _follow_pauses(self) -> None:
         if self.scheduler is not None:

@@ -132,3 +132,17 @@ def test_a_run_paused_at_a_breakpoint_on_one_node_is_cancelled_through_another(c
     assert json.loads(cancelled.stdout)["status"] == "cancelled"
     assert sorted(p for p, _ in cluster.results(run_id)) == ["s1", "s2"]
     assert cluster.lease_holder(run_id) is None
+
+
+def test_continue_through_another_node_releases_a_run_paused_on_its_owner(cluster: Cluster, tmp_path: Path) -> None:
+    """`continue` on node b lets node a's run go on past its breakpoint, on node a."""
+    a = cluster.add("a", [STEADY])
+    b = cluster.add("b")
+    with a.client() as client:
+        run_id = client.call("runs.start", {"pipeline_id": "steady", "inputs": {"ledger": str(tmp_path / "l.jsonl")},
+                                            "break_at": ["s2"]})["run_id"]
+    wait_until(lambda: cluster.status(run_id) == "paused", timeout=10, what="the run paused at s2")
+    assert b.cli("continue", run_id).returncode == 0
+    cluster.wait_all([run_id], TERMINAL, timeout=20)
+    assert cluster.status(run_id) == "succeeded"
+    assert [e for e in a.log_events() if e.get("event") == "run_go_on" and e.get("run_id") == run_id]

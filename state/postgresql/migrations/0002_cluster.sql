@@ -26,11 +26,12 @@ CREATE TABLE run_leases (
 );
 CREATE INDEX run_leases_by_node ON run_leases (node_id);
 
--- A cancel asked on a node that does not execute the run: the owner takes it on its heartbeat.
+-- A cancel, terminate, continue or step asked on a node that does not execute the run: the owner
+-- takes it on its heartbeat (woken by NOTIFY flowmasond_run_requests).
 CREATE TABLE run_requests (
     request_id   BIGSERIAL PRIMARY KEY,
     run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    kind         TEXT NOT NULL CHECK (kind IN ('cancel', 'terminate')),
+    kind         TEXT NOT NULL CHECK (kind IN ('cancel', 'terminate', 'continue', 'step')),
     requested_at TIMESTAMPTZ NOT NULL,
     requested_by TEXT NOT NULL
 );
