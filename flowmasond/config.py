@@ -90,6 +90,9 @@ class ClusterConfig(BaseModel):
     lease_seconds: float = Field(default=15.0, gt=0)
     # How often a node renews its leases, takes cancel requests and claims runs needing an owner.
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # Stage workers of this node: how many distributed leaf stages (`distribute` in a pipeline)
+    # of any node's runs it executes at once; 0: it only hands its own out.
+    stage_workers: int = Field(default=4, ge=0, le=256)
 
     @model_validator(mode="after")
     def _heartbeat_below_lease(self) -> ClusterConfig:

@@ -64,6 +64,7 @@ class Daemon:
         self.server: Any = None
         self.scheduler: Any = None
         self.cluster: Any = None  # flowmasond.cluster.ClusterNode when [cluster] is enabled
+        self.stage_workers: Any = None  # flowmasond.cluster.stages.StageWorkers, with the cluster
         self.registry: ComponentRegistry | None = None
         # LLM tokens as they stream, for `runs.events --follow` (never journaled).
         self.tokens = TokenBroker()
@@ -124,6 +125,8 @@ class Daemon:
             services = await self._services(stack)
             self.runs = RunManager(journal=self.journal, catalog=self.catalog, registry=registry, config=config,
                                    services=services, hooks=await self._observers(stack), ownership=self.cluster)
+            if self.cluster is not None:
+                await self._start_stage_workers(stack)
 
             sock = self._activated_socket()
             self.server = ControlServer(
@@ -210,6 +213,19 @@ class Daemon:
                                    heartbeat_s=config.cluster.heartbeat_seconds,
                                    recovery_auto=config.recovery == "auto")
         return fence
+
+    async def _start_stage_workers(self, stack: AsyncExitStack) -> None:
+        """This node's stage workers, and the dispatcher of its runs' `distribute` stages."""
+        from flowmasond.cluster.stages import StageWorkers
+
+        cluster = self.config.cluster
+        self.stage_workers = StageWorkers(
+            dsn=self.cluster.dsn, node_id=self.cluster.node_id, fence=self.cluster.fence,
+            registry=self.runs.executor.registry, services=self.runs.executor.services,
+            workers=cluster.stage_workers, claim_s=cluster.lease_seconds, poll_s=cluster.heartbeat_seconds)
+        await self.stage_workers.start()
+        stack.push_async_callback(self.stage_workers.stop)
+        self.runs.executor.stage_dispatcher = self.stage_workers
 
     async def _close_journal(self) -> None:
         await self.journal.close()

@@ -31,7 +31,8 @@ from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
 from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.engine.interfaces import (ChildRunner, ComponentResult, CompositeHooks, ErrorType,
                                           ExecutionHooks, Record, RunSnapshot, RunStatus, RunStore,
-                                          StageGate, StageStatus, UsageMetrics)
+                                          StageDispatcher, StageGate, StageStatus, StageTask,
+                                          UsageMetrics)
 from flowmasond.engine.models import PipelineConfig, RetryConfig
 from flowmasond.engine.plan import ExecutionPlan, Group
 from flowmasond.engine.registry import ComponentRegistry
@@ -210,7 +211,8 @@ class DAGExecutor:
                  providers: Any = None, default_provider: str | None = None,
                  pipelines: Mapping[str, PipelineConfig] | Callable[[str], PipelineConfig] | None = None,
                  child_runner: ChildRunner | None = None, services: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None, stage_gate: StageGate | None = None) -> None:
+                 env: Mapping[str, str] | None = None, stage_gate: StageGate | None = None,
+                 stage_dispatcher: StageDispatcher | None = None) -> None:
         self.registry = registry
         if isinstance(hooks, list):
             hooks = CompositeHooks(hooks)
@@ -232,6 +234,8 @@ class DAGExecutor:
         self.control_flow = ControlFlowHandler(self)
         self._plans: dict[int, tuple[PipelineConfig, ExecutionPlan]] = {}
         self.stage_gate = stage_gate
+        # The cluster's workers for leaf stages that opted in (`distribute`); None: all run here.
+        self.stage_dispatcher = stage_dispatcher
 
     # -- public API ------------------------------------------------------------------------------
     def plan_for(self, pipeline: PipelineConfig) -> ExecutionPlan:
@@ -556,7 +560,7 @@ class DAGExecutor:
             if meta.kind == "control_flow":
                 result, states = await self.control_flow.execute(run, stage, meta, path, frame, input_model)
             else:
-                result = await self._run_leaf(run, stage, meta, path, frame, input_model)
+                result = await self._run_leaf(run, stage, meta, path, frame, input_model, config)
         if result.status is StageStatus.FAILED:
             if stage.on_error == "continue" or frame.failures_handled:
                 result.handled = True
@@ -573,29 +577,52 @@ class DAGExecutor:
         return result
 
     async def _run_leaf(self, run: ExecutingRun, stage: Any, meta: Any, path: str, frame: Frame,
-                        input_model: Any) -> ComponentResult:
+                        input_model: Any, config: dict[str, Any]) -> ComponentResult:
         attempt_base = run.resumed_attempts.get(path, 0)
-        if attempt_base and not meta.safe_to_repeat and not run.force:
+        epoch = self._dispatch_epoch(run, stage)
+        # A dispatched stage's unsafe rule is the dispatcher's: a task still claimed by a live
+        # worker is adopted rather than refused.
+        if epoch is None and attempt_base and not meta.safe_to_repeat and not run.force:
             raise UnsafeToRepeatError(
                 f"stage '{stage.id}' ({stage.component_type}) was in flight when the run stopped and is not "
                 "safe to repeat; resume with force to run it again", stage=stage.id, path=path,
                 attempt=attempt_base, run_id=run.run_id)
-        instance = self.registry.instance(stage.component_type)
         if frame.retry_default is not None and stage.retry_config is None:
             stage = stage.model_copy(update={"retry_config": frame.retry_default})
         semaphore = run.slots
         if semaphore is None:
-            return await self.executor.execute(
-                run_id=run.run_id, pipeline_id=run.pipeline.id, path=path, stage=stage, meta=meta,
-                instance=instance, input=input_model, cancellation=run.cancellation, store=run.store,
-                attempt_base=attempt_base, variables=frame.variables, logger=run.logger)
+            return await self._execute_leaf(run, stage, meta, path, frame, input_model, config,
+                                            attempt_base, epoch)
         async with semaphore:
             if run.cancellation.cancelled:
                 raise RunCancelledError(run.cancellation.reason or "cancelled", run_id=run.run_id, path=path)
+            return await self._execute_leaf(run, stage, meta, path, frame, input_model, config,
+                                            attempt_base, epoch)
+
+    def _dispatch_epoch(self, run: ExecutingRun, stage: Any) -> int | None:
+        """The owner's lease epoch when this leaf stage goes to the cluster's workers, else None."""
+        dispatcher = self.stage_dispatcher
+        if dispatcher is None:
+            return None
+        wanted = stage.distribute if stage.distribute is not None else run.pipeline.distribute
+        return dispatcher.epoch_of(run.run_id) if wanted else None
+
+    async def _execute_leaf(self, run: ExecutingRun, stage: Any, meta: Any, path: str, frame: Frame,
+                            input_model: Any, config: dict[str, Any], attempt_base: int,
+                            epoch: int | None) -> ComponentResult:
+        if epoch is None:
             return await self.executor.execute(
                 run_id=run.run_id, pipeline_id=run.pipeline.id, path=path, stage=stage, meta=meta,
-                instance=instance, input=input_model, cancellation=run.cancellation, store=run.store,
-                attempt_base=attempt_base, variables=frame.variables, logger=run.logger)
+                instance=self.registry.instance(stage.component_type), input=input_model,
+                cancellation=run.cancellation, store=run.store, attempt_base=attempt_base,
+                variables=frame.variables, logger=run.logger)
+        assert self.stage_dispatcher is not None
+        if self.hooks is not None:
+            await self.hooks.on_stage_start(run.run_id, path, stage, attempt_base + 1)
+        return await self.stage_dispatcher.dispatch(StageTask(
+            run_id=run.run_id, pipeline_id=run.pipeline.id, path=path, stage=stage, config=config,
+            variables=dict(frame.variables), attempt_base=attempt_base, safe_to_repeat=meta.safe_to_repeat,
+            force=run.force, epoch=epoch))
 
     # -- subpipelines ------------------------------------------------------------------------------
     async def _run_child_in_memory(self, parent: ExecutingRun, path: str, child_run_id: str, pipeline_id: str,

@@ -7,8 +7,8 @@
   implements both durably, ``MemoryRunStore`` and ``MemoryRunLedger``
   (``flowmasond.engine.checkpoint``) in memory. A resumed run starts from a ``RunSnapshot``.
 - Observation: ``ExecutionHooks`` (and ``CompositeHooks`` fanning out to several).
-- Extension: ``Component`` (what a component class provides) and ``ChildRunner`` (who runs a
-  subpipeline's child run).
+- Extension: ``Component`` (what a component class provides), ``ChildRunner`` (who runs a
+  subpipeline's child run) and ``StageDispatcher`` (who runs a distributed leaf stage elsewhere).
 
 Stage paths name every execution uniquely within a run: top-level stages by id (``fetch``),
 children of a control-flow stage under it (``tc/cleanup``), foreach iterations by index
@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -404,3 +404,35 @@ class StageGate(Protocol):
 
     async def __call__(self, run_id: str, path: str, stage_id: str, inputs: dict[str, Any],
                        cancellation: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StageTask:
+    """A leaf stage handed to a ``StageDispatcher``: what a worker needs to run it as the owner would."""
+
+    run_id: str
+    pipeline_id: str
+    path: str
+    stage: StageConfig  # with its effective retry policy (a trycatch's default applied)
+    config: dict[str, Any]  # the stage's config with its templates resolved (the component's input)
+    variables: Mapping[str, Any]  # loop variables of the frame (foreach item and index)
+    attempt_base: int  # attempts started at this path before (attempt numbers continue)
+    safe_to_repeat: bool  # the component's declaration: may an attempt started before run again
+    force: bool  # the run was resumed with force: unsafe stages run again anyway
+    epoch: int  # the owner's lease epoch for the run when the stage was handed over
+
+
+class StageDispatcher(Protocol):
+    """Runs opted-in leaf stages on any node's workers; the engine commits what comes back.
+
+    ``epoch_of`` says whether the stage of ``run_id`` is dispatched (the owner's lease epoch) or
+    runs locally (None: a child run, a run this node holds no lease on). ``dispatch`` returns the
+    stage's result once a worker finished it (every attempt, same timeouts and retries as local
+    execution); it raises ``UnsafeToRepeatError`` for a stage that is not safe to repeat and was
+    in flight, and ``FencedError`` when another owner adopted the task. Cancelling the awaiting
+    task withdraws the stage.
+    """
+
+    def epoch_of(self, run_id: str) -> int | None: ...
+
+    async def dispatch(self, task: StageTask) -> ComponentResult: ...

@@ -113,6 +113,9 @@ class StageConfig(BaseModel):
     position: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     component_package: str | None = None
+    # flowmasond: this leaf stage may run on any cluster node's stage workers (None: the
+    # pipeline's `distribute`). Control-flow stages always run on the run's owner.
+    distribute: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +163,9 @@ class PipelineConfig(BaseModel):
     use_cases: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] | None = None
     compositions: list[str] = Field(default_factory=list)
+    # flowmasond: the leaf stages of this pipeline may run on any cluster node's stage workers
+    # (a stage's own `distribute` wins). Without [cluster] every stage runs locally.
+    distribute: bool | None = None
 
     def stage(self, stage_id: str) -> StageConfig:
         for stage in self.stages:
@@ -172,8 +178,13 @@ class PipelineConfig(BaseModel):
 
     def canonical_json(self) -> str:
         """Stable serialisation used for pinning and hashing a run's definition."""
-        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True,
-                          separators=(",", ":"))
+        data = self.model_dump(mode="json", by_alias=True)
+        # An unset `distribute` is left out, so that definitions written before the field existed
+        # keep their hash (a pinned run resumes against the same identity).
+        for holder in (data, *data["stages"]):
+            if holder.get("distribute") is None:
+                holder.pop("distribute", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON: the identity a run pins."""

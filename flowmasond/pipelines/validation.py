@@ -106,6 +106,10 @@ class _Validator:
                                   stage=stage.id, field=name)
             elif stage.llm_settings:
                 self._check_llm_settings(stage)
+            if meta.kind == "control_flow" and stage.distribute:
+                self._add(f"'distribute' applies to leaf stages only: '{meta.name}' is a control-flow "
+                          "component and always runs on the run's owner (set it on the stages it runs)",
+                          stage=stage.id, field="distribute")
             self._check_config(stage, meta)
 
     def _check_llm_settings(self, stage: StageConfig) -> None:

@@ -1,0 +1,149 @@
+"""Stages across workers: a wide wave with `distribute` is executed by several real nodes' stage
+workers, the owner commits every result once, and killed workers or a killed owner lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cluster_support import Cluster, ledger_lines, wait_until
+from flowmasond.engine.dag import DAGExecutor
+from flowmasond.testing import build_registry, pipeline
+
+import flowmasond.testing
+
+WIDTH = 20
+
+
+def wide_wave(pipeline_id: str, hold_s: float) -> dict[str, Any]:
+    """``w1..w20`` in one wave (each records to the ledger, then holds), and ``join`` reading them all."""
+    stages: list[dict[str, Any]] = [
+        {"id": f"w{i}", "component_type": "record",
+         "config": {"ledger": "{{input.ledger}}", "value": {"i": i, "item": f"v{i}-{{{{input.tag}}}}"},
+                    "hold_s": hold_s}}
+        for i in range(1, WIDTH + 1)]
+    stages.append({"id": "join", "component_type": "record", "depends_on": [f"w{i}" for i in range(1, WIDTH + 1)],
+                   "config": {"ledger": "{{input.ledger}}",
+                              "value": [f"{{{{upstream.w{i}.item}}}}" for i in range(1, WIDTH + 1)]}})
+    return {"id": pipeline_id, "distribute": True, "stages": stages, "output_stage_id": "join"}
+
+
+def _oracle(definition: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Outputs by path of the same pipeline run in one process, without a cluster."""
+    executor = DAGExecutor(build_registry(flowmasond.testing))
+    outcome = asyncio.run(executor.execute(pipeline(definition), inputs))
+    assert outcome.status.value == "succeeded", outcome.error
+    return {path: result.output for path, result in outcome.results.items()}
+
+
+def _outputs(cluster: Cluster, run_id: str) -> dict[str, Any]:
+    return {path: output for path, output in cluster.db(
+        "SELECT path, output::jsonb FROM run_records WHERE run_id = %s AND kind = 'result'", (run_id,))}
+
+
+def _committed(cluster: Cluster, run_id: str) -> set[str]:
+    return {path for path, _ in cluster.results(run_id)}
+
+
+def _node_of_pid(cluster: Cluster) -> dict[int, str]:
+    return {node.proc.pid: node.state_dir.parent.name for node in cluster.nodes if node.proc is not None}
+
+
+def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_single_node_outputs(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """20 distributed stages on three nodes: more than one node executes them, every stage runs and is
+    committed exactly once, and the committed outputs equal those of a single-process run."""
+    definition = wide_wave("wide", hold_s=0.3)
+    a = cluster.add("a", [definition])
+    cluster.add("b")
+    cluster.add("c")
+    ledger = tmp_path / "ledger.jsonl"
+    inputs = {"ledger": str(ledger), "tag": "t"}
+    with a.client() as client:
+        run_id = client.runs_start("wide", inputs).run_id
+    cluster.wait_all([run_id], {"succeeded", "failed", "cancelled"}, timeout=40)
+    assert cluster.status(run_id) == "succeeded"
+
+    lines = ledger_lines(ledger)
+    runs_per_path = Counter(line["path"] for line in lines)
+    assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1})
+    results = [path for path, _ in cluster.results(run_id)]
+    assert sorted(results) == sorted(runs_per_path)  # each committed once
+    nodes = _node_of_pid(cluster)
+    by_node = Counter(nodes[line["pid"]] for line in lines if line["path"] != "join")
+    assert len(by_node) >= 2, f"every stage ran on one node: {by_node}"
+    oracle = _oracle(definition, {"ledger": str(tmp_path / "oracle.jsonl"), "tag": "t"})
+    assert _outputs(cluster, run_id) == oracle
+    print(f"\n20-wide wave on three nodes: stages per node {dict(sorted(by_node.items()))}")
+
+
+def test_a_killed_workers_claimed_stages_run_again_elsewhere_and_committed_ones_never(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """SIGKILL a worker node while it holds claimed stages: once its claims expire the other node
+    runs them again (attempt numbers continue), no committed stage runs twice, the run succeeds."""
+    definition = wide_wave("wide", hold_s=1.0)
+    a = cluster.add("a", [definition], config={"cluster": {"stage_workers": 0}})  # owner only
+    b = cluster.add("b")
+    cluster.add("c")
+    ledger = tmp_path / "ledger.jsonl"
+    with a.client() as client:
+        run_id = client.runs_start("wide", {"ledger": str(ledger), "tag": "k"}).run_id
+    b_pid = b.proc.pid
+
+    def b_in_flight() -> set[str]:
+        started = {line["path"] for line in ledger_lines(ledger) if line["pid"] == b_pid}
+        return started - _committed(cluster, run_id)
+
+    wait_until(lambda: _committed(cluster, run_id) and b_in_flight(), timeout=20,
+               what="a committed stage, and stages in flight on node b")
+    b.proc.kill()
+    assert b.proc.wait(timeout=10) == -signal.SIGKILL
+    at_kill = _committed(cluster, run_id)
+    lost = b_in_flight()
+    assert lost, "node b held no uncommitted stage when it was killed"
+
+    cluster.wait_all([run_id], {"succeeded", "failed", "cancelled"}, timeout=40)
+    assert cluster.status(run_id) == "succeeded"
+    lines = ledger_lines(ledger)
+    runs_per_path = Counter(line["path"] for line in lines)
+    for path in at_kill:
+        assert runs_per_path[path] == 1, f"{path} was committed before the kill but ran {runs_per_path[path]} times"
+    c_pid = cluster.nodes[2].proc.pid
+    for path in lost:
+        rerun = [line for line in lines if line["path"] == path and line["pid"] == c_pid]
+        assert rerun and rerun[-1]["attempt"] >= 2, f"{path} was not run again on node c: {rerun}"
+    assert sorted(p for p, _ in cluster.results(run_id)) == sorted({f"w{i}" for i in range(1, WIDTH + 1)} | {"join"})
+
+
+def test_a_killed_owners_run_is_finished_by_another_node_adopting_its_stage_tasks(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """SIGKILL the run's owner mid-wave: another node takes the run over, adopts the stage tasks its
+    workers hold instead of queuing them again, and finishes with every stage run and committed once."""
+    definition = wide_wave("wide", hold_s=1.0)
+    a = cluster.add("a", [definition], config={"cluster": {"stage_workers": 0}})  # owner only
+    b = cluster.add("b")
+    c = cluster.add("c")
+    ledger = tmp_path / "ledger.jsonl"
+    with a.client() as client:
+        run_id = client.runs_start("wide", {"ledger": str(ledger), "tag": "o"}).run_id
+    wait_until(lambda: _committed(cluster, run_id), timeout=20, what="a committed stage")
+    a.proc.kill()
+    killed_at = time.time()
+    assert a.proc.wait(timeout=10) == -signal.SIGKILL
+    at_kill = _committed(cluster, run_id)
+    assert len(at_kill) < WIDTH + 1
+
+    cluster.wait_all([run_id], {"succeeded", "failed", "cancelled"}, timeout=40)
+    assert cluster.status(run_id) == "succeeded"
+    runs_per_path = Counter(line["path"] for line in ledger_lines(ledger))
+    assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1}), runs_per_path
+    assert sorted(p for p, _ in cluster.results(run_id)) == sorted(runs_per_path)
+    adopted = [e for node in (b, c) for e in node.log_events() if e.get("event") == "stage_task_adopted"]
+    assert adopted, "the new owner queued the stages again instead of adopting the tasks"
+    resumed = [ts for ts, _ in cluster.events(run_id, "run.resumed") if ts >= killed_at]
+    print(f"\nowner killed: run resumed on another node after {resumed[0] - killed_at:.2f} s, "
+          f"{len(adopted)} stage tasks adopted")
