@@ -19,8 +19,9 @@ import flowmasond.testing
 WIDTH = 20
 
 
-def wide_wave(pipeline_id: str, hold_s: float) -> dict[str, Any]:
-    """``w1..w20`` in one wave (each records to the ledger, then holds), and ``join`` reading them all."""
+def wide_wave(pipeline_id: str, hold_s: float, foreach_items: int = 0) -> dict[str, Any]:
+    """``w1..w20`` in one wave (each records to the ledger, then holds), and ``join`` reading them all;
+    with ``foreach_items``, also a parallel foreach ``loop`` whose ``body`` runs once per item."""
     stages: list[dict[str, Any]] = [
         {"id": f"w{i}", "component_type": "record",
          "config": {"ledger": "{{input.ledger}}", "value": {"i": i, "item": f"v{i}-{{{{input.tag}}}}"},
@@ -29,6 +30,13 @@ def wide_wave(pipeline_id: str, hold_s: float) -> dict[str, Any]:
     stages.append({"id": "join", "component_type": "record", "depends_on": [f"w{i}" for i in range(1, WIDTH + 1)],
                    "config": {"ledger": "{{input.ledger}}",
                               "value": [f"{{{{upstream.w{i}.item}}}}" for i in range(1, WIDTH + 1)]}})
+    if foreach_items:
+        stages.append({"id": "loop", "component_type": "foreach",
+                       "config": {"items": [f"i{n}" for n in range(foreach_items)], "loop_stages": ["body"],
+                                  "parallel": True, "max_parallel": foreach_items}})
+        stages.append({"id": "body", "component_type": "record",
+                       "config": {"ledger": "{{input.ledger}}", "value": "{{context.item}}-{{context.index}}",
+                                  "hold_s": hold_s}})
     return {"id": pipeline_id, "distribute": True, "stages": stages, "output_stage_id": "join"}
 
 
@@ -55,9 +63,10 @@ def _node_of_pid(cluster: Cluster) -> dict[int, str]:
 
 def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_single_node_outputs(
         cluster: Cluster, tmp_path: Path) -> None:
-    """20 distributed stages on three nodes: more than one node executes them, every stage runs and is
-    committed exactly once, and the committed outputs equal those of a single-process run."""
-    definition = wide_wave("wide", hold_s=0.3)
+    """20 distributed stages and a parallel foreach's 6 iterations on three nodes: more than one node
+    executes them, every stage runs and is committed exactly once, and the committed outputs equal
+    those of a single-process run."""
+    definition = wide_wave("wide", hold_s=0.3, foreach_items=6)
     a = cluster.add("a", [definition])
     cluster.add("b")
     cluster.add("c")
@@ -70,11 +79,13 @@ def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_
 
     lines = ledger_lines(ledger)
     runs_per_path = Counter(line["path"] for line in lines)
-    assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1})
+    iterations = {f"loop/{n}/body": 1 for n in range(6)}
+    assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1} | iterations)
     results = [path for path, _ in cluster.results(run_id)]
-    assert sorted(results) == sorted(runs_per_path)  # each committed once
+    assert sorted(results) == sorted([*runs_per_path, "loop"])  # each committed once
     nodes = _node_of_pid(cluster)
     by_node = Counter(nodes[line["pid"]] for line in lines if line["path"] != "join")
+    assert len({nodes[line["pid"]] for line in lines if line["path"] in iterations}) >= 2
     assert len(by_node) >= 2, f"every stage ran on one node: {by_node}"
     oracle = _oracle(definition, {"ledger": str(tmp_path / "oracle.jsonl"), "tag": "t"})
     assert _outputs(cluster, run_id) == oracle
@@ -147,3 +158,46 @@ def test_a_killed_owners_run_is_finished_by_another_node_adopting_its_stage_task
     resumed = [ts for ts, _ in cluster.events(run_id, "run.resumed") if ts >= killed_at]
     print(f"\nowner killed: run resumed on another node after {resumed[0] - killed_at:.2f} s, "
           f"{len(adopted)} stage tasks adopted")
+
+
+def test_an_unsafe_stage_whose_worker_was_killed_is_not_run_again(cluster: Cluster, tmp_path: Path) -> None:
+    """SIGKILL the worker executing a distributed stage that is not safe to repeat: the worker that
+    claims it next does not run it, and the run stops as interrupted (unsafe_to_repeat) for an operator."""
+    definition = {"id": "charge", "distribute": True, "stages": [
+        {"id": "card", "component_type": "unsafe_record",
+         "config": {"ledger": "{{input.ledger}}", "hold_s": 5.0}}]}
+    a = cluster.add("a", [definition], config={"cluster": {"stage_workers": 0}})
+    cluster.add("b")
+    cluster.add("c")
+    ledger = tmp_path / "ledger.jsonl"
+    with a.client() as client:
+        run_id = client.runs_start("charge", {"ledger": str(ledger)}).run_id
+    first = wait_until(lambda: ledger_lines(ledger), timeout=20, what="the stage started on a worker")
+    worker = next(n for n in cluster.nodes if n.proc is not None and n.proc.pid == first[0]["pid"])
+    worker.proc.kill()
+    assert worker.proc.wait(timeout=10) == -signal.SIGKILL
+
+    wait_until(lambda: cluster.status(run_id) == "interrupted", timeout=20, what="the run interrupted")
+    error = cluster.db("SELECT error FROM runs WHERE run_id = %s", (run_id,))[0][0]
+    assert error["code"] == "unsafe_to_repeat" and error["context"]["path"] == "card", error
+    assert len(ledger_lines(ledger)) == 1  # the side effect happened once
+    assert cluster.results(run_id) == []
+
+
+def test_cancelling_a_distributed_run_withdraws_its_stages_from_the_workers(cluster: Cluster, tmp_path: Path) -> None:
+    """Cancel a run while workers of other nodes execute its stages: the run ends cancelled, the
+    workers stop the withdrawn stages, and no task of the run is left in the database."""
+    a = cluster.add("a", [wide_wave("wide", hold_s=30.0)],
+                    config={"cancel_grace_s": 0.2, "cluster": {"stage_workers": 0}})
+    b = cluster.add("b")
+    ledger = tmp_path / "ledger.jsonl"
+    with a.client() as client:
+        run_id = client.runs_start("wide", {"ledger": str(ledger), "tag": "c"}).run_id
+        wait_until(lambda: len(ledger_lines(ledger)) >= 4, timeout=20, what="four stages on node b's workers")
+        client.call("runs.cancel", {"run_id": run_id})
+    cluster.wait_all([run_id], {"cancelled"}, timeout=20)
+    wait_until(lambda: len([e for e in b.log_events() if e.get("event") == "stage_task_withdrawn"]) >= 4,
+               timeout=10, what="node b stopping the withdrawn stages")
+    wait_until(lambda: not cluster.db("SELECT 1 FROM stage_tasks WHERE run_id = %s", (run_id,)),
+               timeout=10, what="the run's tasks deleted")
+    assert cluster.results(run_id) == []
