@@ -14,10 +14,12 @@ Failures:
   and runs it again, with attempt numbers continuing. A stage that is not safe to repeat and had
   started is not run again: the owner gets ``UnsafeToRepeatError`` (the run stops for an operator,
   as after a crash of a single daemon).
-- An owner that dies leaves its tasks queued, claimed or done; the node that takes the run over
-  re-dispatches the stages it finds uncommitted and thereby adopts those tasks (``owner_epoch``
-  moves to its epoch) instead of queuing them twice. The old owner takes a result only under its
-  own epoch, so it can never commit a result of a task that moved on.
+- An owner that dies leaves its tasks queued, claimed or done (a task stays until its result is
+  committed: taking a result does not delete it); the node that takes the run over re-dispatches
+  the stages it finds uncommitted and thereby adopts those tasks (``owner_epoch`` moves to its
+  epoch) instead of queuing them twice. A task whose result the run already committed (a resume
+  runs the stage again) is replaced, never adopted. The old owner reads a result only under its
+  own epoch, and its commit is fenced by its lease, so a result is never committed twice.
 - A withdrawn stage (the run cancelled, its lease lost) deletes its task; the worker running it
   notices on its next claim renewal and cancels the component.
 """
@@ -183,6 +185,7 @@ class StageWorkers:
             raise FencedError("a newer owner of the run holds this stage's task", run_id=task.run_id,
                               path=task.path, node_id=self.node_id, epoch=task.epoch)
         task_id = int(column(rows[0], 0, "task_id"))
+        log.debug("stage_task_queued", run_id=task.run_id, path=task.path, task_id=task_id)
         if column(rows[0], 2, "adopted"):
             log.info("stage_task_adopted", run_id=task.run_id, path=task.path, task_id=task_id,
                      state=column(rows[0], 1, "state"), epoch=task.epoch)
@@ -291,6 +294,7 @@ class StageWorkers:
                     await asyncio.wait_for(wake.wait(), self.poll_s)
                 continue
             row = rows[0]
+            log.debug("stage_task_claimed", task_id=row[0], path=row[2])
             claim = _Claim(task_id=int(row[0]), run_id=str(row[1]), path=str(row[2]),
                            payload=json.loads(row[3]), attempt=int(row[4]), claims=int(row[5]))
             running = asyncio.create_task(self._execute(claim), name=f"stage task {claim.task_id}")

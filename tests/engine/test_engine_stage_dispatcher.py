@@ -153,3 +153,16 @@ def test_distribute_is_a_known_key_and_a_misspelling_of_it_still_warns() -> None
     assert "distibute" not in kept["stages"][1]
     assert [(w.stage, w.field) for w in warnings] == [("t", "distibute")]
     assert "distribute" in warnings[0].message
+
+
+async def test_a_stage_can_opt_in_alone(registry: ComponentRegistry, ledger: str) -> None:
+    """In a pipeline that does not distribute, a stage with `distribute: true` is dispatched alone."""
+    dispatcher = LoopbackDispatcher(registry)
+    outcome = await run_pipeline({"id": "p", "stages": [
+        {"id": "heavy", "component": "record", "config": {"ledger": ledger, "value": 1}, "distribute": True},
+        {"id": "light", "component": "record", "config": {"ledger": ledger, "value": 2}}]},
+        registry=registry, stage_dispatcher=dispatcher)
+
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.error
+    assert [t.path for t in dispatcher.tasks] == ["heavy"]
+    assert outcome.results["heavy"].output == 1
