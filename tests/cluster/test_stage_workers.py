@@ -19,13 +19,15 @@ import flowmasond.testing
 WIDTH = 20
 
 
-def wide_wave(pipeline_id: str, hold_s: float, foreach_items: int = 0) -> dict[str, Any]:
+def wide_wave(pipeline_id: str, hold_s: float, foreach_items: int = 0,
+              first_hold_s: float | None = None) -> dict[str, Any]:
     """``w1..w20`` in one wave (each records to the ledger, then holds), and ``join`` reading them all;
-    with ``foreach_items``, also a parallel foreach ``loop`` whose ``body`` runs once per item."""
+    with ``foreach_items``, also a parallel foreach ``loop`` whose ``body`` runs once per item;
+    with ``first_hold_s``, ``w1`` holds that long instead."""
     stages: list[dict[str, Any]] = [
         {"id": f"w{i}", "component_type": "record",
          "config": {"ledger": "{{input.ledger}}", "value": {"i": i, "item": f"v{i}-{{{{input.tag}}}}"},
-                    "hold_s": hold_s}}
+                    "hold_s": first_hold_s if i == 1 and first_hold_s is not None else hold_s}}
         for i in range(1, WIDTH + 1)]
     stages.append({"id": "join", "component_type": "record", "depends_on": [f"w{i}" for i in range(1, WIDTH + 1)],
                    "config": {"ledger": "{{input.ledger}}",
@@ -201,3 +203,35 @@ def test_cancelling_a_distributed_run_withdraws_its_stages_from_the_workers(clus
     wait_until(lambda: not cluster.db("SELECT 1 FROM stage_tasks WHERE run_id = %s", (run_id,)),
                timeout=10, what="the run's tasks deleted")
     assert cluster.results(run_id) == []
+
+
+def test_an_owner_paused_past_its_lease_commits_no_stage_of_the_run_that_moved_on(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """SIGSTOP the owner mid-wave until another node has taken the run over, adopted its stage tasks
+    and finished; after SIGCONT the old owner takes no result and commits nothing: every stage ran
+    and was committed exactly once."""
+    # w1 finishes early and the others late, so that the owner is paused between two commits: a
+    # node paused inside a journal transaction keeps its row locks, and no node can take the run
+    # until it wakes (a limit of run leases, not of stage tasks).
+    definition = wide_wave("wide", hold_s=1.0, first_hold_s=0.1)
+    a = cluster.add("a", [definition], config={"cluster": {"stage_workers": 0}})
+    b = cluster.add("b")
+    c = cluster.add("c")
+    ledger = tmp_path / "ledger.jsonl"
+    with a.client() as client:
+        run_id = client.runs_start("wide", {"ledger": str(ledger), "tag": "s"}).run_id
+    wait_until(lambda: "w1" in _committed(cluster, run_id), timeout=20, what="w1 committed")
+    a.signal(signal.SIGSTOP)
+    try:
+        assert len(_committed(cluster, run_id)) < WIDTH + 1
+        cluster.wait_all([run_id], {"succeeded"}, timeout=30)
+    finally:
+        a.signal(signal.SIGCONT)
+    wait_until(lambda: any(e.get("event") == "lease_lost" and e.get("run_id") == run_id for e in a.log_events()),
+               timeout=15, what="node a noticing it lost the run")
+    time.sleep(3 * cluster.heartbeat_s)  # give a late write the chance to land before checking
+    assert cluster.status(run_id) == "succeeded"
+    runs_per_path = Counter(line["path"] for line in ledger_lines(ledger))
+    assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1}), runs_per_path
+    assert sorted(p for p, _ in cluster.results(run_id)) == sorted(runs_per_path)
+    assert any(e.get("event") == "stage_task_adopted" for node in (b, c) for e in node.log_events())
