@@ -10,11 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cluster_support import Cluster, ledger_lines, wait_until
-from flowmasond.engine.dag import DAGExecutor
-from flowmasond.testing import build_registry, pipeline
+import pytest
 
 import flowmasond.testing
+from cluster_support import Cluster, ledger_lines, wait_until
+from flowmasond.config import load_config
+from flowmasond.engine.dag import DAGExecutor
+from flowmasond.errors import ConfigurationError
+from flowmasond.testing import build_registry, pipeline
 
 WIDTH = 20
 
@@ -69,6 +72,9 @@ def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_
     executes them, every stage runs and is committed exactly once, and the committed outputs equal
     those of a single-process run."""
     definition = wide_wave("wide", hold_s=0.3, foreach_items=6)
+    # Retried on its worker with the stage's policy: two failed attempts, then success.
+    definition["stages"].append({"id": "retried", "component_type": "flaky", "config": {"fail_attempts": 2},
+                                 "retry_config": {"max_retries": 3, "initial_delay_ms": 10, "jitter": False}})
     a = cluster.add("a", [definition])
     cluster.add("b")
     cluster.add("c")
@@ -84,7 +90,8 @@ def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_
     iterations = {f"loop/{n}/body": 1 for n in range(6)}
     assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1} | iterations)
     results = [path for path, _ in cluster.results(run_id)]
-    assert sorted(results) == sorted([*runs_per_path, "loop"])  # each committed once
+    assert sorted(results) == sorted([*runs_per_path, "loop", "retried"])  # each committed once
+    assert dict(cluster.results(run_id))["retried"] == 3
     nodes = _node_of_pid(cluster)
     by_node = Counter(nodes[line["pid"]] for line in lines if line["path"] != "join")
     assert len({nodes[line["pid"]] for line in lines if line["path"] in iterations}) >= 2
@@ -235,3 +242,13 @@ def test_an_owner_paused_past_its_lease_commits_no_stage_of_the_run_that_moved_o
     assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1}), runs_per_path
     assert sorted(p for p, _ in cluster.results(run_id)) == sorted(runs_per_path)
     assert any(e.get("event") == "stage_task_adopted" for node in (b, c) for e in node.log_events())
+
+
+def test_a_negative_number_of_stage_workers_is_refused(tmp_path: Path) -> None:
+    """`[cluster] stage_workers` counts workers: 0 (hand stages out only) or more, never negative."""
+    path = tmp_path / "flowmasond.toml"
+    path.write_text('[journal]\nbackend = "postgresql"\ndsn = "dbname=x"\n[cluster]\nenabled = true\nstage_workers = -1\n')
+    with pytest.raises(ConfigurationError, match="stage_workers"):
+        load_config(path, env={})
+    path.write_text('[journal]\nbackend = "postgresql"\ndsn = "dbname=x"\n[cluster]\nenabled = true\nstage_workers = 0\n')
+    assert load_config(path, env={}).cluster.stage_workers == 0
