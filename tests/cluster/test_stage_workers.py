@@ -247,8 +247,9 @@ def test_an_owner_paused_past_its_lease_commits_no_stage_of_the_run_that_moved_o
 def test_a_negative_number_of_stage_workers_is_refused(tmp_path: Path) -> None:
     """`[cluster] stage_workers` counts workers: 0 (hand stages out only) or more, never negative."""
     path = tmp_path / "flowmasond.toml"
-    path.write_text('[journal]\nbackend = "postgresql"\ndsn = "dbname=x"\n[cluster]\nenabled = true\nstage_workers = -1\n')
+    head = '[journal]\nbackend = "postgresql"\ndsn = "dbname=x"\n[cluster]\nenabled = true\n'
+    path.write_text(head + "stage_workers = -1\n")
     with pytest.raises(ConfigurationError, match="stage_workers"):
         load_config(path, env={})
-    path.write_text('[journal]\nbackend = "postgresql"\ndsn = "dbname=x"\n[cluster]\nenabled = true\nstage_workers = 0\n')
+    path.write_text(head + "stage_workers = 0\n")
     assert load_config(path, env={}).cluster.stage_workers == 0
