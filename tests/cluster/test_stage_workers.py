@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 import flowmasond.testing
-from cluster_support import Cluster, ledger_lines, wait_until
+from cluster_support import TERMINAL, Cluster, ledger_lines, wait_until
 from flowmasond.config import load_config
 from flowmasond.engine.dag import DAGExecutor
 from flowmasond.errors import ConfigurationError
 from flowmasond.testing import build_registry, pipeline
+from pg_support import PgServer
 
 WIDTH = 20
 
@@ -243,6 +244,21 @@ def test_an_owner_paused_past_its_lease_commits_no_stage_of_the_run_that_moved_o
     assert sorted(p for p, _ in cluster.results(run_id)) == sorted(runs_per_path)
     assert any(e.get("event") == "stage_task_adopted" for node in (b, c) for e in node.log_events())
 
+
+def test_distributed_stages_continue_when_the_database_restarts(cluster: Cluster, pg_server: PgServer,
+                                                                tmp_path: Path) -> None:
+    """Restart PostgreSQL while workers of two nodes hold a run's stages: workers, owner and listener
+    reconnect, and the run succeeds with one result per stage."""
+    a = cluster.add("a", [wide_wave("wide", hold_s=0.5)])
+    cluster.add("b")
+    with a.client() as client:
+        run_id = client.runs_start("wide", {"ledger": str(tmp_path / "l.jsonl"), "tag": "r"}).run_id
+    wait_until(lambda: _committed(cluster, run_id), timeout=20, what="a commit")
+    assert len(_committed(cluster, run_id)) < WIDTH + 1
+    pg_server.restart()
+    cluster.wait_all([run_id], TERMINAL, timeout=60)
+    assert cluster.status(run_id) == "succeeded"
+    assert sorted(p for p, _ in cluster.results(run_id)) == sorted([f"w{i}" for i in range(1, WIDTH + 1)] + ["join"])
 
 def test_a_negative_number_of_stage_workers_is_refused(tmp_path: Path) -> None:
     """`[cluster] stage_workers` counts workers: 0 (hand stages out only) or more, never negative."""
