@@ -116,7 +116,6 @@ class StageWorkers:
         self._unrunnable: set[int] = set()  # tasks of components this node does not have
         self._cleanups: set[asyncio.Task[None]] = set()
         self._taken: set[int] = set()  # results handed to the engine, deleted once committed
-        self.executed = 0  # tasks this node's workers finished (a test and metrics seam)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -336,7 +335,7 @@ class StageWorkers:
                                      status=StageStatus.FAILED, error=f"invalid config: {_pydantic_summary(exc)}",
                                      error_type=ErrorType.VALIDATION, started_at=now, finished_at=now)
         else:
-            log_.info("stage_task_started", attempt_base=attempt_base)
+            log_.debug("stage_task_started", attempt_base=attempt_base)
             try:
                 result = await self.executor.execute(
                     run_id=claim.run_id, pipeline_id=str(payload["pipeline_id"]), path=claim.path, stage=stage,
@@ -353,8 +352,7 @@ class StageWorkers:
             "task_id": claim.task_id, "node_id": self.node_id, "claims": claim.claims,
             "result": json.dumps(result, default=str)})
         if rows:
-            self.executed += 1
-            log_.info("stage_task_finished", node_id=self.node_id)
+            log_.debug("stage_task_finished", node_id=self.node_id)
         else:
             log_.warning("stage_task_result_refused", reason="the claim was lost or the task withdrawn")
 
