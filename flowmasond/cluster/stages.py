@@ -110,7 +110,10 @@ class StageWorkers:
         self._pool: AsyncConnectionPool[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._wake = asyncio.Event()  # replaced on every wake-up: waiters hold the one they saw
+        # Wake-ups of idle workers: one per queued task notified (not all workers at once, which
+        # would send every idle worker of every node to claim the same task); a worker that
+        # claimed one passes a wake-up on, since more may be queued.
+        self._wake: asyncio.Queue[None] = asyncio.Queue(maxsize=max(workers, 1))
         self._waiters: dict[int, asyncio.Event] = {}  # task_id -> the owner awaiting its result
         self._running: dict[int, tuple[int, asyncio.Task[None]]] = {}  # task_id -> (claims, task)
         self._unrunnable: set[int] = set()  # tasks of components this node does not have
@@ -256,10 +259,10 @@ class StageWorkers:
             try:
                 async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {QUEUED_CHANNEL}; LISTEN {DONE_CHANNEL}".encode())
-                    self._wake_workers()  # whatever was queued while not listening
+                    self._wake_worker()  # whatever was queued while not listening
                     async for note in conn.notifies():
                         if note.channel == QUEUED_CHANNEL:
-                            self._wake_workers()
+                            self._wake_worker()
                         else:
                             waiter = self._waiters.get(int(note.payload))
                             if waiter is not None:
@@ -270,15 +273,14 @@ class StageWorkers:
                 log.warning("stage_task_listener_failed", error=str(exc))
                 await asyncio.sleep(RETRY_DELAY_S)
 
-    def _wake_workers(self) -> None:
-        wake, self._wake = self._wake, asyncio.Event()
-        wake.set()
+    def _wake_worker(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # every worker has a wake-up waiting already
+            self._wake.put_nowait(None)
 
     # -- workers -----------------------------------------------------------------------------------
     async def _work(self) -> None:
         q = pg_queries()
         while not self._stopping:
-            wake = self._wake
             try:
                 rows = await self.fetch(q.claim_task, {"node_id": self.node_id, "claim_s": self.claim_s,
                                                        "skip": sorted(self._unrunnable)})
@@ -290,8 +292,9 @@ class StageWorkers:
                 continue
             if not rows:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll_s)
+                    await asyncio.wait_for(self._wake.get(), self.poll_s)
                 continue
+            self._wake_worker()
             row = rows[0]
             log.debug("stage_task_claimed", task_id=row[0], path=row[2])
             claim = _Claim(task_id=int(row[0]), run_id=str(row[1]), path=str(row[2]),
