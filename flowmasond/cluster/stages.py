@@ -257,7 +257,9 @@ class StageWorkers:
 
         while not self._stopping:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True,
+                        application_name=f"flowmasond {self.node_id} stage notifications"[:63]) as conn:
                     await conn.execute(f"LISTEN {QUEUED_CHANNEL}; LISTEN {DONE_CHANNEL}".encode())
                     self._wake_worker()  # whatever was queued while not listening
                     async for note in conn.notifies():
