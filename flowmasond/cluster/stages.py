@@ -41,6 +41,7 @@ from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.executor import UniversalExecutor, _pydantic_summary
 from flowmasond.engine.interfaces import ComponentResult, ErrorType, StageStatus, StageTask
 from flowmasond.engine.models import StageConfig
+from flowmasond.engine.stage_logs import STAGE_LOGS
 from flowmasond.errors import ComponentNotFoundError, FencedError, JournalError, UnsafeToRepeatError
 from flowmasond.journal.postgres.sql import pg_queries
 
@@ -350,6 +351,10 @@ class StageWorkers:
             except FencedError:
                 log_.warning("stage_task_claim_lost")
                 return
+        sink = self.executor.services.get(STAGE_LOGS)
+        if sink is not None and hasattr(sink, "flush"):
+            # The stage's output lines are in run_logs before its result can be committed.
+            await sink.flush()
         await self._finish(claim, {"result": result.to_dict(), "node": self.node_id}, log_)
 
     async def _finish(self, claim: _Claim, result: dict[str, Any], log_: Any) -> None:

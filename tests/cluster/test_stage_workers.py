@@ -69,13 +69,16 @@ def _node_of_pid(cluster: Cluster) -> dict[int, str]:
 
 def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_single_node_outputs(
         cluster: Cluster, tmp_path: Path) -> None:
-    """20 distributed stages and a parallel foreach's 6 iterations on three nodes: more than one node
-    executes them, every stage runs and is committed exactly once, and the committed outputs equal
-    those of a single-process run."""
+    """20 distributed stages, a parallel foreach's 6 iterations, a retried stage and a shell stage on
+    three nodes: more than one node executes them, every stage runs and is committed exactly once,
+    the committed outputs equal those of a single-process run, and the shell's output is logged."""
     definition = wide_wave("wide", hold_s=0.3, foreach_items=6)
     # Retried on its worker with the stage's policy: two failed attempts, then success.
     definition["stages"].append({"id": "retried", "component_type": "flaky", "config": {"fail_attempts": 2},
                                  "retry_config": {"max_retries": 3, "initial_delay_ms": 10, "jitter": False}})
+    # Its output lines reach run_logs from the worker's node before its result is committed.
+    definition["stages"].append({"id": "say", "component_type": "shell",
+                                 "config": {"command": "echo said-$TAG", "env": {"TAG": "{{input.tag}}"}}})
     a = cluster.add("a", [definition])
     cluster.add("b")
     cluster.add("c")
@@ -91,8 +94,10 @@ def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_
     iterations = {f"loop/{n}/body": 1 for n in range(6)}
     assert runs_per_path == Counter({f"w{i}": 1 for i in range(1, WIDTH + 1)} | {"join": 1} | iterations)
     results = [path for path, _ in cluster.results(run_id)]
-    assert sorted(results) == sorted([*runs_per_path, "loop", "retried"])  # each committed once
+    assert sorted(results) == sorted([*runs_per_path, "loop", "retried", "say"])  # each committed once
     assert dict(cluster.results(run_id))["retried"] == 3
+    assert cluster.db("SELECT stream, text FROM run_logs WHERE run_id = %s AND path = 'say'", (run_id,)) == [
+        ("stdout", "said-t\n")]
     nodes = _node_of_pid(cluster)
     by_node = Counter(nodes[line["pid"]] for line in lines if line["path"] != "join")
     assert len({nodes[line["pid"]] for line in lines if line["path"] in iterations}) >= 2
