@@ -174,7 +174,11 @@ class StageWorkers:
         """Queue (or adopt) the task, await a worker's result and take it under this owner's epoch."""
         q = pg_queries()
         key = {"run_id": task.run_id, "path": task.path}
-        existing = await self._retrying(q.task_of, key)
+        # A task row with a result implies a started attempt of this path (the worker records the
+        # attempt and the task's in one statement), so a first dispatch needs no look first. (The
+        # one result without an attempt, a config the worker's component refuses, is the one the
+        # owner's own validation of the same config would give.)
+        existing = await self._retrying(q.task_of, key) if task.attempt_base else []
         if existing and column(existing[0], 3, "committed"):
             # Its result is committed already (a resume runs the stage again): a new task.
             await self._retrying(q.discard_task, {"task_id": int(column(existing[0], 0, "task_id"))})
