@@ -98,6 +98,8 @@ def test_a_distributed_wide_wave_runs_on_several_nodes_each_stage_once_with_the_
     assert dict(cluster.results(run_id))["retried"] == 3
     assert cluster.db("SELECT stream, text FROM run_logs WHERE run_id = %s AND path = 'say'", (run_id,)) == [
         ("stdout", "said-t\n")]
+    wait_until(lambda: not cluster.db("SELECT 1 FROM stage_tasks WHERE run_id = %s", (run_id,)), timeout=10,
+               what="the committed tasks deleted")
     nodes = _node_of_pid(cluster)
     by_node = Counter(nodes[line["pid"]] for line in lines if line["path"] != "join")
     assert len({nodes[line["pid"]] for line in lines if line["path"] in iterations}) >= 2

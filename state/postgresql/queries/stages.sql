@@ -34,14 +34,16 @@ SELECT state, CASE WHEN state = 'done' THEN result::text END AS result
 FROM stage_tasks WHERE task_id = %(task_id)s AND owner_epoch = %(epoch)s;
 
 -- name: forget_committed
--- Tasks whose result the run committed (or that another owner adopted, or that are gone): the
--- owner stops tracking them; the committed ones are deleted.
+-- Tasks whose result the run committed, or whose run ended without it (a refused commit), are
+-- deleted; those another owner adopted, or that are gone, are no longer this owner's to track.
 WITH gone AS (
     DELETE FROM stage_tasks t
     WHERE t.task_id = ANY(%(task_ids)s::bigint[]) AND t.state = 'done'
-      AND EXISTS (SELECT 1 FROM run_records r
-                  WHERE r.run_id = t.run_id AND r.path = t.path AND r.kind = 'result'
-                    AND r.finished_at = (t.result -> 'result' ->> 'finished_at')::double precision)
+      AND (EXISTS (SELECT 1 FROM run_records r
+                   WHERE r.run_id = t.run_id AND r.path = t.path AND r.kind = 'result'
+                     AND r.finished_at = (t.result -> 'result' ->> 'finished_at')::double precision)
+           OR EXISTS (SELECT 1 FROM runs r WHERE r.run_id = t.run_id
+                      AND r.status IN ('succeeded', 'failed', 'cancelled')))
     RETURNING t.task_id
 )
 SELECT task_id FROM gone
