@@ -117,7 +117,6 @@ class StageWorkers:
         self._wake: asyncio.Queue[None] = asyncio.Queue(maxsize=max(workers, 1))
         self._waiters: dict[int, asyncio.Event] = {}  # task_id -> the owner awaiting its result
         self._running: dict[int, tuple[int, asyncio.Task[None]]] = {}  # task_id -> (claims, task)
-        self._unrunnable: set[int] = set()  # tasks of components this node does not have
         self._cleanups: set[asyncio.Task[None]] = set()
         self._taken: set[int] = set()  # results handed to the engine, deleted once committed
 
@@ -290,7 +289,7 @@ class StageWorkers:
         while not self._stopping:
             try:
                 rows = await self.fetch(q.claim_task, {"node_id": self.node_id, "claim_s": self.claim_s,
-                                                       "skip": sorted(self._unrunnable)})
+                                                       "component_types": self.registry.names()})
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the database may be restarting
@@ -327,10 +326,17 @@ class StageWorkers:
             stage = StageConfig.model_validate(payload["stage"])
             meta = self.registry.meta(stage.component_type)
             instance = self.registry.instance(stage.component_type)
-        except ComponentNotFoundError:
-            # Another node (with the component) takes it once this claim expires.
-            self._unrunnable.add(claim.task_id)
-            log_.warning("stage_task_component_unknown_here", component_type=payload["stage"].get("component_type"))
+        except (ComponentNotFoundError, ValidationError) as exc:
+            # claim_task only hands out components this node has: what is left is a stage this
+            # node's version cannot read. A clear failure, rather than a task bouncing between nodes.
+            log_.warning("stage_task_unreadable", error=str(exc))
+            now = time.time()
+            stage_data = payload["stage"]
+            failed = ComponentResult(
+                stage_id=str(stage_data.get("id")), component_type=str(stage_data.get("component_type")),
+                status=StageStatus.FAILED, error_type=ErrorType.CONFIGURATION, started_at=now, finished_at=now,
+                error=f"node {self.node_id} cannot run this stage: {exc}")
+            await self._finish(claim, {"result": failed.to_dict(), "node": self.node_id}, log_)
             return
         attempt_base = max(int(payload["attempt_base"]), claim.attempt)
         if claim.attempt > int(payload["attempt_base"]) and not meta.safe_to_repeat and not payload["force"]:

@@ -252,6 +252,22 @@ def test_an_owner_paused_past_its_lease_commits_no_stage_of_the_run_that_moved_o
     assert any(e.get("event") == "stage_task_adopted" for node in (b, c) for e in node.log_events())
 
 
+def test_a_node_without_the_component_leaves_its_stages_to_nodes_that_have_it(cluster: Cluster,
+                                                                              tmp_path: Path) -> None:
+    """Node b does not load the module of the `record` component: it claims none of those stages,
+    node c runs them all, and the run succeeds."""
+    a = cluster.add("a", [wide_wave("wide", hold_s=0.05)], config={"cluster": {"stage_workers": 0}})
+    b = cluster.add("b", config={"component_modules": []})
+    c = cluster.add("c")
+    ledger = tmp_path / "ledger.jsonl"
+    with a.client() as client:
+        run_id = client.runs_start("wide", {"ledger": str(ledger), "tag": "m"}).run_id
+    cluster.wait_all([run_id], TERMINAL, timeout=30)
+    assert cluster.status(run_id) == "succeeded"
+    pids = Counter(line["pid"] for line in ledger_lines(ledger))
+    assert pids == Counter({c.proc.pid: WIDTH + 1})
+    assert b.proc.pid not in pids
+
 def test_distributed_stages_continue_when_the_database_restarts(cluster: Cluster, pg_server: PgServer,
                                                                 tmp_path: Path) -> None:
     """Restart PostgreSQL while workers of two nodes hold a run's stages: workers, owner and listener

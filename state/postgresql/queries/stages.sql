@@ -55,14 +55,15 @@ WHERE NOT EXISTS (SELECT 1 FROM stage_tasks t WHERE t.task_id = x.task_id AND t.
 DELETE FROM stage_tasks WHERE task_id = %(task_id)s AND owner_epoch = %(epoch)s;
 
 -- name: claim_task
--- The oldest queued task, or one whose worker's claim expired (the worker died or was cut off).
+-- The oldest queued task, or one whose worker's claim expired (the worker died or was cut off),
+-- of a component this node has (nodes may load different component modules).
 UPDATE stage_tasks t SET state = 'claimed', worker_node = %(node_id)s, claims = t.claims + 1,
     claimed_at = now(), claim_expires = now() + make_interval(secs => %(claim_s)s)
 WHERE t.task_id = (
     SELECT s.task_id FROM stage_tasks s JOIN runs r ON r.run_id = s.run_id
     WHERE (s.state = 'queued' OR (s.state = 'claimed' AND s.claim_expires <= now()))
       AND r.status NOT IN ('succeeded', 'failed', 'cancelled')
-      AND s.task_id <> ALL(%(skip)s::bigint[])
+      AND s.payload -> 'stage' ->> 'component_type' = ANY(%(component_types)s::text[])
     ORDER BY s.task_id
     LIMIT 1
     FOR UPDATE OF s SKIP LOCKED
