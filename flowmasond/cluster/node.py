@@ -307,6 +307,11 @@ class ClusterNode:
         room = runs.config.max_concurrent_runs - runs.counts()["active"] - len(self._recoveries)
         if room <= 0:
             return
+        ended = await self._fetch(cluster_queries().end_sessions_of_lapsed_nodes, {
+            "node_id": self.node_id, "lease_s": self.lease_s})
+        for row in ended:
+            log.warning("lapsed_node_session_ended", node_id=str(column(row, 1, "node_id")),
+                        backend_pid=int(column(row, 0, "pid")))
         rows = await self._fetch(cluster_queries().claim_orphans, {
             "node_id": self.node_id, "lease_s": self.lease_s, "grace_s": UNCLAIMED_GRACE_S,
             "auto": self.recovery_auto, "limit": room})

@@ -206,3 +206,78 @@ async def test_renewal_keeps_live_leases_and_drops_expired_ones(pg_dsn: str) -> 
     finally:
         await a.stop()
         await b.stop()
+
+
+class _StallOnce:
+    """A journal fence that locks the run's row, then stops inside the transaction the first time
+    (as a node SIGSTOPped in the middle of a commit would)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.stalled = asyncio.Event()
+        self.armed = False
+        self.checks = 0
+
+    async def check(self, cur: Any, run_id: str) -> None:
+        if run_id != self.run_id or not self.armed:
+            return
+        self.checks += 1
+        if self.checks == 1:
+            await cur.execute(b"SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            await cur.fetchone()  # taken on the server (a pipelined statement waits for this)
+            self.stalled.set()
+            await asyncio.sleep(3)
+
+
+async def test_a_node_stopped_inside_a_commit_has_its_sessions_ended_once_its_heartbeat_lapses(
+        pg_dsn: str) -> None:
+    """The row locks of a node stopped mid-transaction would make every SKIP LOCKED claim skip its
+    runs for as long as it stays stopped (a pipelined transaction never goes idle, so the server's
+    idle-in-transaction timeout does not apply): another node ends those sessions once the stopped
+    node's heartbeat is a lease old; the stopped writer's retry then lands its commit exactly once."""
+    import os
+    import socket as socket_module
+
+    from flowmasond.cluster.sql import cluster_queries
+    from flowmasond.engine.interfaces import ComponentResult, Record, StageStatus
+    from flowmasond.engine.models import PipelineConfig
+    from flowmasond.journal.postgres import PgJournal
+
+    fence = _StallOnce("r")
+    journal = await PgJournal.open(pg_dsn, fence=fence)
+    taker = _node(pg_dsn, "taker")
+    skip_locked = b"SELECT 1 FROM runs WHERE run_id = 'r' FOR UPDATE SKIP LOCKED"
+    try:
+        pipeline = PipelineConfig.model_validate({"id": "p", "stages": [{"id": "a", "component_type": "echo"}]})
+        await journal.create_run("r", pipeline, {})
+        fence.armed = True
+        result = ComponentResult("a", "echo", StageStatus.SUCCESS, output={"ok": True}, attempts=1,
+                                 started_at=1.0, finished_at=2.0)
+        commit = asyncio.create_task(journal.run_store("r").commit([Record.of_result("a", result)]))
+        await asyncio.wait_for(fence.stalled.wait(), 10)
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as other:
+            locked = await (await other.execute(skip_locked)).fetchall() == []
+            # This process plays the stopped node: its journal sessions carry its pid and host.
+            await other.execute(
+                b"INSERT INTO nodes (node_id, host, pid, socket, started_at, heartbeat_at)"
+                b" VALUES ('stopped', %s, %s, '/tmp/stopped.sock', now(), now() - interval '1 hour')",
+                (socket_module.gethostname(), os.getpid()))
+            ended = await taker._fetch(cluster_queries().end_sessions_of_lapsed_nodes,
+                                       {"node_id": "taker", "lease_s": taker.lease_s})
+            free = False
+            for _ in range(100):
+                if await (await other.execute(skip_locked)).fetchall():
+                    free = True
+                    break
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(commit, 30)
+    finally:
+        await taker.stop()
+        await journal.close()
+
+    assert locked, "the stopped transaction did not hold the run's row"
+    assert ended and all(row[1] == "stopped" for row in ended)
+    assert free, "the run's row stayed locked after the stopped node's sessions were ended"
+    assert fence.checks == 2  # the ended transaction, then the writer's retry on a new session
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(b"SELECT run_id, path FROM run_records").fetchall() == [("r", "a")]

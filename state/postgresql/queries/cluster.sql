@@ -22,6 +22,21 @@ UPDATE run_leases SET expires_at = now() + make_interval(secs => %(lease_s)s)
 WHERE node_id = %(node_id)s AND run_id = ANY(%(run_ids)s) AND expires_at > now()
 RETURNING run_id, epoch;
 
+-- name: end_sessions_of_lapsed_nodes
+-- A node stopped (SIGSTOP, a long pause) inside a journal transaction keeps its row locks, and
+-- the claims below skip locked runs: once its heartbeat is older than a lease (so every lease it
+-- held has expired and the fence refuses its commits anyway), its sessions inside a transaction
+-- are ended. Its journal sessions are named "flowmasond pid=<pid> host=<host>" (PgJournal).
+SELECT a.pid, n.node_id, pg_terminate_backend(a.pid) AS ended
+FROM nodes n
+JOIN pg_stat_activity a
+  ON a.application_name = left('flowmasond pid=' || n.pid || ' host=' || n.host, 63)
+WHERE n.node_id <> %(node_id)s
+  AND n.stopped_at IS NULL
+  AND n.heartbeat_at < now() - make_interval(secs => %(lease_s)s)
+  AND a.xact_start IS NOT NULL
+  AND a.pid <> pg_backend_pid();
+
 -- name: claim_orphans
 WITH wanted AS (
     SELECT r.run_id
