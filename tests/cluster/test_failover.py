@@ -57,8 +57,9 @@ def test_a_killed_nodes_runs_are_finished_by_the_others_without_repeating_commit
 
 def test_a_node_paused_past_its_lease_cannot_commit_for_runs_that_moved_on(cluster: Cluster, tmp_path: Path) -> None:
     """SIGSTOP the node executing six runs until another node took them over and finished them;
-    after SIGCONT its late commits are refused by the fence: no stage result is written twice and
-    the runs stay succeeded."""
+    after SIGCONT it notices it lost every run (a late commit is refused by the fence, or its
+    heartbeat finds the lease gone first): no stage result is written twice and the runs stay
+    succeeded."""
     a = cluster.add("a", [CHAIN])
     cluster.add("b")
     ledgers = {}
@@ -94,9 +95,11 @@ def test_a_node_paused_past_its_lease_cannot_commit_for_runs_that_moved_on(clust
     with cluster.nodes[1].client() as client:
         nodes = {n["node_id"]: n for n in client.call("nodes.list")["nodes"]}
     assert nodes["a"]["leases"] == [] and not nodes["a"]["stopped"]
+    # Whether a late commit reaches the fence before the woken node's heartbeat stops the run is a
+    # race (0-9 per run of this test); either way nothing was written twice (above). The refusal
+    # itself is asserted deterministically against the server in test_leases.py.
     print(f"\npaused node: taken over and finished in {taken_over:.2f} s; {len(refusals)} late commits "
           f"refused by the fence after SIGCONT")
-    assert refusals, "no late commit reached the fence"
 
 
 def test_a_stopped_nodes_runs_are_taken_over_without_waiting_for_the_lease(cluster: Cluster, tmp_path: Path) -> None:
