@@ -1,6 +1,7 @@
 """Child process for the crash tests: start (or, when the journal already has it, recover) one run.
 
-Usage: python crash_runner.py STATE_DIR PIPELINES_DIR RUN_ID LEDGER
+Usage: python crash_runner.py STATE_DIR PIPELINES_DIR RUN_ID LEDGER [POSTGRESQL_DSN]
+(with a DSN the run is journaled to that PostgreSQL database instead of the state directory.)
 Prints one JSON line: the run's final status and output, and how many journal transactions this
 process committed. The failpoint env var FLOWMASON_FAILPOINT_KILL_AFTER_COMMIT may kill it first.
 """
@@ -11,6 +12,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from flowmasond.config import DaemonConfig
 from flowmasond.journal import Journal
@@ -20,10 +22,15 @@ from flowmasond.runs import RunManager
 from flowmasond.testing import build_registry
 
 
-async def main(state_dir: Path, pipelines_dir: Path, run_id: str, ledger: str) -> None:
+async def main(state_dir: Path, pipelines_dir: Path, run_id: str, ledger: str, dsn: str | None) -> None:
     config = DaemonConfig(state_dir=state_dir, socket=state_dir / "unused.sock", pipeline_dirs=[pipelines_dir],
                           max_concurrency=4, max_recovery_attempts=1000, cancel_grace_s=0.5)
-    journal = await Journal.open(config.journal_path)
+    if dsn is None:
+        journal: Any = await Journal.open(config.journal_path)
+    else:
+        from flowmasond.journal.postgres import PgJournal
+
+        journal = await PgJournal.open(dsn)
     try:
         registry = build_registry()
         catalog = PipelineCatalog(registry, [pipelines_dir])
@@ -45,4 +52,5 @@ async def main(state_dir: Path, pipelines_dir: Path, run_id: str, ledger: str) -
 
 if __name__ == "__main__":
     configure_logging(level="warning", stream=sys.stderr, json=True)
-    asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]))
+    asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4],
+                     sys.argv[5] if len(sys.argv) > 5 else None))
