@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from crash_support import ChildResult, committed_results, integrity, read_ledger, run_child
+from crash_support import ChildResult, committed_results, committed_results_pg, integrity, read_ledger, run_child
 
 
 def _crash_then_recover(tmp: Path, reference: dict[str, Any], **kill: Any) -> tuple[ChildResult, list[str]]:
@@ -70,3 +70,47 @@ def test_sigkill_at_a_random_moment_then_recovery_matches_the_uninterrupted_run(
     delay = random.Random(seed).uniform(0.0, reference["run_s"])
     recovered, problems = _crash_then_recover(tmp_path, reference, kill_after_s=delay)
     assert not problems, problems
+
+
+PG_KILL_POINTS = 8
+
+
+def test_sigkill_after_sampled_commits_on_postgresql_then_recovery_matches_the_uninterrupted_run(
+        tmp_path: Path, reference: dict[str, Any], pg_server: Any) -> None:
+    """The same reference run journaled to PostgreSQL: killed after sampled commits, a fresh process
+    finishes it with the uninterrupted run's output and no committed stage executed again."""
+    # A schema per run in one database: creating a database per trial forces a checkpoint each time.
+    db = pg_server.shared_database()
+    whole = run_child(tmp_path / "state", tmp_path / "uninterrupted.jsonl",
+                      dsn=pg_server.dsn(db, pg_server.create_schema(db)))
+    assert whole.returncode == 0 and whole.report is not None, whole.stderr[-2000:]
+    assert whole.report["status"] == "succeeded" and whole.report["output"] == reference["output"]
+    total = whole.report["transactions"]
+    points = sorted(random.Random(7).sample(range(1, total), min(PG_KILL_POINTS, total - 1)))
+    failures: dict[int, list[str]] = {}
+    for k in points:
+        tmp = tmp_path / f"k{k}"
+        tmp.mkdir()
+        dsn = pg_server.dsn(db, pg_server.create_schema(db))
+        ledger = tmp / "ledger.jsonl"
+        killed = run_child(tmp / "state", ledger, kill_after=k, dsn=dsn)
+        problems: list[str] = []
+        if killed.returncode != -9:
+            problems.append(f"the child was not killed after commit {k}: exit {killed.returncode}")
+        committed_before = committed_results_pg(dsn)
+        killed_pids = {e["pid"] for e in read_ledger(ledger)}
+        recovered = run_child(tmp / "state", ledger, dsn=dsn)
+        if recovered.returncode != 0 or recovered.report is None:
+            problems.append(f"recovery exited {recovered.returncode}: {recovered.stderr[-2000:]}")
+        elif recovered.report["status"] != "succeeded" or recovered.report["output"] != reference["output"]:
+            problems.append(f"recovered run ended {recovered.report['status']} with another output")
+        after = read_ledger(ledger)
+        rerun = sorted({e["path"] for e in after if e["pid"] not in killed_pids
+                        and (e["run_id"], e["path"]) in committed_before})
+        if rerun:
+            problems.append(f"stages ran again after their result was committed: {rerun}")
+        if reference["stages_run"] != len(Counter((e["run_id"], e["path"]) for e in after)):
+            problems.append("some stage of the reference never ran")
+        if problems:
+            failures[k] = problems
+    assert not failures, failures
