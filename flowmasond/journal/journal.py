@@ -1,7 +1,8 @@
 """``Journal``: the daemon's durable record of runs, on one SQLite file.
 
 Writes go through the single group-committing ``JournalWriter``; queries use a separate reader
-connection, which WAL lets read committed data while the writer is busy. The on-disk contract
+connection (aiosqlite, one statement per read), which WAL lets read committed data while the
+writer is busy. The on-disk contract
 (tables, columns, record and event kinds) is ``state/README.md``.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import aiosqlite
@@ -23,20 +24,19 @@ import structlog
 from flowmasond.engine.interfaces import RunSnapshot, RunStatus, UsageMetrics
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.errors import FlowmasonError, JournalError, RunConflictError, RunNotFoundError
-from flowmasond.journal.connections import (check_sqlite_version, check_synchronous,
-                                            configure_reader, configure_writer, connect,
-                                            create_private_file, in_thread, storage_error)
+from flowmasond.journal.connections import (SqliteThread, check_sqlite_version,
+                                            check_synchronous, configure_writer,
+                                            create_private_file, open_reader, storage_error)
 from flowmasond.journal.events import EventKind
 from flowmasond.journal.migrations import load_migrations, migrate, refuse_if_too_new
 from flowmasond.journal.owner import OwnerLock
-from flowmasond.journal.records import read_snapshot
+from flowmasond.journal.records import decode_snapshot
 from flowmasond.journal.rows import EventRow, LogRow, PruneResult, RunRow, dumps, dumps_or_none
 from flowmasond.engine.interfaces import Record
 from flowmasond.journal.run_store import JournalRunStore, insert_records, raise_missing_run
 from flowmasond.journal.sqlfiles import queries
 from flowmasond.journal.writer import DEFAULT_FLUSH_DELAY_S, JournalWriter, WriterStats
 
-T = TypeVar("T")
 log = structlog.get_logger("flowmasond.journal")
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -63,7 +63,7 @@ class Journal:
     Implements ``flowmasond.engine.interfaces.RunLedger``.
     """
 
-    def __init__(self, *, path: Path, writer_conn: aiosqlite.Connection,
+    def __init__(self, *, path: Path, writer_conn: SqliteThread,
                  reader_conn: aiosqlite.Connection, writer: JournalWriter,
                  clock: Callable[[], float], owner: OwnerLock) -> None:
         self._path = path
@@ -110,16 +110,15 @@ class Journal:
                           clock: Callable[[], float], inline_commits: bool) -> Journal:
         refuse_if_too_new(path, migrations)
         create_private_file(path)
-        writer_conn = await connect(path)
+        writer_conn = await SqliteThread.open(path, name="journal-writer")
         reader_conn: aiosqlite.Connection | None = None
         try:
-            await in_thread(writer_conn, configure_writer, mode, busy_timeout_ms)
-            applied = await in_thread(writer_conn, partial(migrate, migrations=migrations,
-                                                           path=str(path), now=clock()))
+            await writer_conn.run(configure_writer, mode, busy_timeout_ms)
+            applied = await writer_conn.run(partial(migrate, migrations=migrations,
+                                                    path=str(path), now=clock()))
             if max_size_bytes is not None:
-                await in_thread(writer_conn, _set_page_limit, max_size_bytes)
-            reader_conn = await connect(path)
-            await in_thread(reader_conn, configure_reader, busy_timeout_ms)
+                await writer_conn.run(_set_page_limit, max_size_bytes)
+            reader_conn = await open_reader(path, busy_timeout_ms)
         except BaseException as exc:
             if reader_conn is not None:
                 await reader_conn.close()
@@ -300,14 +299,14 @@ class Journal:
 
     async def get_run(self, run_id: str) -> RunRow:
         """The run ``run_id``; raises ``RunNotFoundError``."""
-        rows = await self._read("get_run", _fetch, queries().get_run, {"run_id": run_id})
+        rows = await self._read("get_run", queries().get_run, {"run_id": run_id})
         if not rows:
             raise RunNotFoundError(run_id=run_id)
         return RunRow.from_row(rows[0])
 
     async def run_status(self, run_id: str) -> RunStatus:
         """The status of ``run_id``; raises ``RunNotFoundError``."""
-        rows = await self._read("run_status", _fetch, queries().run_status, {"run_id": run_id})
+        rows = await self._read("run_status", queries().run_status, {"run_id": run_id})
         if not rows:
             raise RunNotFoundError(run_id=run_id)
         return RunStatus(rows[0][0])
@@ -321,7 +320,7 @@ class Journal:
         params = _list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
         params.update({"limit": limit, "offset": offset,
                        "cursor_at": cursor[0] if cursor else None, "cursor_id": cursor[1] if cursor else None})
-        rows = await self._read("list_runs", _fetch, queries().list_runs, params)
+        rows = await self._read("list_runs", queries().list_runs, params)
         return [RunRow.from_row(row) for row in rows]
 
     async def count_runs(self, *, status: RunStatus | Iterable[RunStatus] | None = None,
@@ -330,24 +329,26 @@ class Journal:
                          parent_run_id: str | None = None) -> int:
         """How many runs ``list_runs`` would list with these filters (without paging)."""
         params = _list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
-        rows = await self._read("count_runs", _fetch, queries().count_runs, params)
+        rows = await self._read("count_runs", queries().count_runs, params)
         return int(rows[0][0])
 
     async def child_runs(self, run_id: str) -> list[RunRow]:
         """Runs started by ``run_id`` (subpipelines), oldest first."""
-        rows = await self._read("child_runs", _fetch, queries().child_runs, {"run_id": run_id})
+        rows = await self._read("child_runs", queries().child_runs, {"run_id": run_id})
         return [RunRow.from_row(row) for row in rows]
 
     async def load_snapshot(self, run_id: str) -> RunSnapshot:
         """Everything committed for ``run_id``: latest result and decision per path, attempts."""
-        snapshot = await self._read("load_snapshot", read_snapshot, run_id)
+        # One statement, so records, attempts and the run's existence come from one committed state.
+        rows = await self._read("load_snapshot", queries().snapshot, (run_id,))
+        snapshot = decode_snapshot(rows)
         if snapshot is None:
             raise RunNotFoundError(run_id=run_id)
         return snapshot
 
     async def pinned_definition(self, run_id: str) -> PipelineConfig:
         """The exact pipeline definition ``run_id`` is pinned to."""
-        rows = await self._read("pinned_definition", _fetch, queries().run_definition,
+        rows = await self._read("pinned_definition", queries().run_definition,
                                 {"run_id": run_id})
         if not rows:
             raise RunNotFoundError(run_id=run_id)
@@ -355,7 +356,7 @@ class Journal:
 
     async def pinned_pipeline(self, pipeline_hash: str) -> PipelineConfig | None:
         """The pinned definition with ``pipeline_hash``, if the journal holds it."""
-        rows = await self._read("pinned_pipeline", _fetch, queries().pinned_definition,
+        rows = await self._read("pinned_pipeline", queries().pinned_definition,
                                 {"hash": pipeline_hash})
         return PipelineConfig.model_validate_json(rows[0][0]) if rows else None
 
@@ -364,10 +365,10 @@ class Journal:
         """Events with id greater than ``after_id``, oldest first (of one run, or of all)."""
         q = queries()
         if run_id is None:
-            rows = await self._read("events", _fetch, q.events_after,
+            rows = await self._read("events", q.events_after,
                                     {"after_id": after_id, "limit": limit})
         else:
-            rows = await self._read("events", _fetch, q.run_events_after,
+            rows = await self._read("events", q.run_events_after,
                                     {"run_id": run_id, "after_id": after_id, "limit": limit})
         return [EventRow.from_row(row) for row in rows]
 
@@ -392,23 +393,23 @@ class Journal:
 
     async def count_runs_by_status(self) -> dict[str, int]:
         """How many runs the journal holds in each status."""
-        rows = await self._read("count_runs_by_status", _fetch, queries().count_runs_by_status, {})
+        rows = await self._read("count_runs_by_status", queries().count_runs_by_status, {})
         return {row["status"]: int(row["n"]) for row in rows}
 
     async def ping(self) -> bool:
         """True when both connections answer (the watchdog's health check)."""
-        await self._read("ping", _fetch, queries().ping, {})
+        await self._read("ping", queries().ping, {})
         await self._writer.call(partial(_fetch, sql=queries().ping, params={}))
         return True
 
     async def last_event_id(self) -> int:
         """The id of the newest event (0 when there is none); a follower's starting point."""
-        rows = await self._read("last_event_id", _fetch, queries().last_event_id, {})
+        rows = await self._read("last_event_id", queries().last_event_id, {})
         return int(rows[0][0])
 
     async def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check``: ``["ok"]`` for a sound file."""
-        rows = await self._read("integrity_check", _fetch, queries().integrity_check, {})
+        rows = await self._read("integrity_check", queries().integrity_check, {})
         return [str(row[0]) for row in rows]
 
     # -- scheduler state -------------------------------------------------------------------------
@@ -423,7 +424,7 @@ class Journal:
 
     async def last_fire_time(self, pipeline_id: str, schedule_id: str) -> float | None:
         """The latest recorded fire time of a schedule."""
-        rows = await self._read("last_fire_time", _fetch, queries().last_fire_time,
+        rows = await self._read("last_fire_time", queries().last_fire_time,
                                 {"pipeline_id": pipeline_id, "schedule_id": schedule_id})
         return rows[0][0]
 
@@ -437,7 +438,7 @@ class Journal:
 
     async def paused_schedules(self) -> set[tuple[str, str]]:
         """``(pipeline_id, schedule_id)`` of every paused schedule."""
-        rows = await self._read("paused_schedules", _fetch, queries().paused_schedules, {})
+        rows = await self._read("paused_schedules", queries().paused_schedules, {})
         return {(row[0], row[1]) for row in rows}
 
     async def mark_schedules_seen(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -451,14 +452,23 @@ class Journal:
     async def schedule_records(self, keys: Iterable[tuple[str, str]]
                                ) -> dict[tuple[str, str], ScheduleRecord]:
         """Each schedule's persisted state and latest fire, read in one pass."""
-        return await self._read("schedule_records", _schedule_records, list(keys))
+        pairs = sorted(set(keys))
+        if not pairs:
+            return {}
+        rows = await self._read("schedule_records", queries().schedule_records,
+                                {"keys": dumps(pairs)})
+        return {(row[0], row[1]): ScheduleRecord(
+                    paused=bool(row[2]), first_seen_at=row[3], last_fire_time=row[4],
+                    last_run_id=row[5], last_recorded_at=row[6],
+                    last_run_status=RunStatus(row[7]) if row[7] else None)
+                for row in rows}
 
     async def run_statuses(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
         """The status of each run in ``run_ids`` that the journal holds."""
         ids = sorted(set(run_ids))
         if not ids:
             return {}
-        rows = await self._read("run_statuses", _fetch, queries().run_statuses,
+        rows = await self._read("run_statuses", queries().run_statuses,
                                 {"run_ids": dumps(ids)})
         return {row[0]: RunStatus(row[1]) for row in rows}
 
@@ -490,20 +500,21 @@ class Journal:
     async def logs(self, run_id: str, *, path: str | None = None, after_id: int = 0,
                    limit: int = _EVENTS_PAGE) -> list[LogRow]:
         """Log chunks of ``run_id`` (of one stage path and what is nested under it) after ``after_id``."""
-        rows = await self._read("logs", _fetch, queries().run_logs_after,
+        rows = await self._read("logs", queries().run_logs_after,
                                 {"run_id": run_id, "path": path, "after_id": after_id, "limit": limit})
         return [LogRow.from_row(row) for row in rows]
 
     async def log_stages(self, run_id: str) -> list[dict[str, Any]]:
         """Stage paths that have logs, with chunk and character counts."""
-        rows = await self._read("log_stages", _fetch, queries().run_log_stages, {"run_id": run_id})
+        rows = await self._read("log_stages", queries().run_log_stages, {"run_id": run_id})
         return [{"path": r["path"], "chunks": int(r["chunks"]), "chars": int(r["chars"])} for r in rows]
 
     async def prune_candidates(self, before: float, statuses: Iterable[RunStatus] | None = None
                                ) -> list[dict[str, Any]]:
         """The runs ``prune_before`` would delete (the dry run), oldest first."""
-        return await self._read("prune_candidates", _prune_candidates, before,
-                                _statuses_or_all(statuses))
+        rows = await self._read("prune_candidates", queries().prune_candidates,
+                                {"before": before, "statuses": _statuses_or_all(statuses)})
+        return [_candidate(row) for row in rows]
 
     async def prune_before(self, before: float, statuses: Iterable[RunStatus] | None = None
                            ) -> list[dict[str, Any]]:
@@ -560,16 +571,18 @@ class Journal:
         except sqlite3.Error as exc:
             raise storage_error(exc, path=self._path, operation="checkpoint") from exc
 
-    async def _read(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
+    async def _read(self, operation: str, sql: str,
+                    params: dict[str, Any] | tuple[Any, ...]) -> list[sqlite3.Row]:
+        """One statement on the reader connection (one read transaction of its own)."""
         if self._closed:
             raise JournalError("the journal is closed", operation=operation, path=str(self._path))
         try:
-            return await in_thread(self._reader_conn, fn, *args)
+            return list(await self._reader_conn.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise storage_error(exc, path=self._path, operation=operation) from exc
 
 
-# -- work functions: run on a connection's thread ------------------------------------------------
+# -- work functions: run on the writer connection -------------------------------------------
 
 
 def _pin_params(pipeline: PipelineConfig, now: float) -> dict[str, Any]:
@@ -776,24 +789,6 @@ def _record_fire(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:
 
 def _execute_many(conn: sqlite3.Connection, sql: str, params: list[dict[str, Any]]) -> None:
     conn.executemany(sql, params)
-
-
-def _schedule_records(conn: sqlite3.Connection, keys: list[tuple[str, str]]
-                      ) -> dict[tuple[str, str], ScheduleRecord]:
-    q = queries()
-    records: dict[tuple[str, str], ScheduleRecord] = {}
-    for pid, sid in keys:
-        params = {"pipeline_id": pid, "schedule_id": sid}
-        state = conn.execute(q.schedule_state_of, params).fetchone()
-        fire = conn.execute(q.latest_fire, params).fetchone()
-        records[(pid, sid)] = ScheduleRecord(
-            paused=bool(state[0]) if state else False,
-            first_seen_at=state[1] if state else None,
-            last_fire_time=fire[0] if fire else None,
-            last_run_id=fire[1] if fire else None,
-            last_recorded_at=fire[2] if fire else None,
-            last_run_status=RunStatus(fire[3]) if fire and fire[3] else None)
-    return records
 
 
 def _prune(conn: sqlite3.Connection, cutoff: float) -> tuple[int, int, int]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import gc
 import json
-import sqlite3
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from flowmasond.engine.interfaces import ComponentResult, ErrorType, RunSnapshot, StageStatus, UsageMetrics
 from flowmasond.engine.flow_state import ControlFlowState
 from flowmasond.journal.rows import dumps, dumps_or_none
-from flowmasond.journal.sqlfiles import queries
 
 _STATUS = {status.value: status for status in StageStatus}
 _ERROR_TYPE = {error_type.value: error_type for error_type in ErrorType}
@@ -38,20 +38,8 @@ def state_value(state: ControlFlowState) -> str:
     return dumps(state.to_json())
 
 
-def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
-    """Rebuild ``run_id``'s snapshot (None if there is no such run); runs on a reader thread."""
-    q = queries()
-    cursor = conn.cursor()
-    cursor.row_factory = None  # plain tuples: unpacked positionally below, and cheaper
-    # One read transaction: records and attempts from the same committed state.
-    cursor.execute("BEGIN")
-    try:
-        if cursor.execute(q.run_exists, {"run_id": run_id}).fetchone() is None:
-            return None
-        records = cursor.execute(q.snapshot_records, (run_id,)).fetchall()
-        attempts = cursor.execute(q.snapshot_attempts, (run_id,)).fetchall()
-    finally:
-        cursor.execute("COMMIT")
+def decode_snapshot(rows: Iterable[Sequence[Any]]) -> RunSnapshot | None:
+    """The snapshot of ``snapshot`` query rows (None if they hold no 'run' row: no such run)."""
     # Building thousands of small acyclic objects would trigger the cyclic collector several
     # times (full collections of the whole heap among them, 30-50 ms at 10,000 stages); none of
     # them can be garbage, so collection waits until the snapshot is built.
@@ -59,22 +47,41 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
     if collecting:
         gc.disable()
     try:
+        exists = False
+        records: list[Sequence[Any]] = []
+        attempts: dict[str, int] = {}
+        for row in rows:
+            kind = row[0]
+            if kind == "attempt":
+                attempts[row[2]] = row[1]
+            elif kind == "run":
+                exists = True
+            else:
+                records.append(row)
+        if not exists:
+            return None
+        # Applied oldest first (the latest record per path wins); already in order in practice,
+        # which makes the sort a single pass.
+        records.sort(key=_seq)
         snapshot = _decode(records)
     finally:
         if collecting:
             gc.enable()
-    snapshot.attempts = {path: attempt for path, attempt in attempts}
+    snapshot.attempts = attempts
     return snapshot
 
 
-def _decode(records: list[tuple[Any, ...]]) -> RunSnapshot:
-    """The snapshot of ``records`` (``snapshot_records`` rows, oldest first; the latest wins)."""
+_seq = itemgetter(1)
+
+
+def _decode(records: list[Sequence[Any]]) -> RunSnapshot:
+    """The snapshot of ``records`` (record rows of ``snapshot``, oldest first; the latest wins)."""
     snapshot = RunSnapshot()
     results, states = snapshot.results, snapshot.states
     state_of = ControlFlowState.from_json  # reads version-1 rows of older journals too
     loads, status_of, error_type_of = json.loads, _STATUS.__getitem__, _ERROR_TYPE.get
     result_of, usage_of = ComponentResult, UsageMetrics
-    for (kind, path, decision, stage_id, component_type, status, output, error, error_type,
+    for (kind, _seq_no, path, decision, stage_id, component_type, status, output, error, error_type,
          llm_usage, duration_ms, attempts_made, started_at, finished_at, handled, trace_id, span_id) in records:
         if kind == "result":
             if llm_usage is None:

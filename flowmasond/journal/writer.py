@@ -7,7 +7,7 @@ transaction is committing form the next group, so stages finishing together shar
 without any waiting on a timer.
 
 Where a group runs: a small group on a fast disk commits *inline*, on the event loop's thread. A
-hop to aiosqlite's thread and back, and the two threads taking turns at the GIL, cost more than the
+hop to the connection's thread and back, and the two threads taking turns at the GIL, cost more than the
 whole transaction apart from its fsync, and a stage whose result must be durable before the next
 one starts has to wait for that hop. Whatever could block the loop goes to the connection's own
 thread instead: a large group, any group while recent commits have been slow (a slow or failing
@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from collections.abc import Callable
 
-import aiosqlite
 import structlog
 
 from flowmasond.errors import JournalError
-from flowmasond.journal.connections import (in_thread, is_busy, is_storage_fault,
+from flowmasond.journal.connections import (SqliteThread, is_busy, is_storage_fault,
                                             set_busy_timeout, storage_error)
 from flowmasond.journal.sqlfiles import queries
 
@@ -202,7 +201,7 @@ class _Call:
 class JournalWriter:
     """Owns the writer connection; serialises every write through one group-committing task."""
 
-    def __init__(self, conn: aiosqlite.Connection, *, path: Path,
+    def __init__(self, conn: SqliteThread, *, path: Path,
                  flush_delay_s: float = DEFAULT_FLUSH_DELAY_S, busy_timeout_ms: int = 5000,
                  inline_commits: bool = True) -> None:
         self._conn = conn
@@ -238,7 +237,7 @@ class JournalWriter:
         # Between threaded operations the connection does not wait for locks: an inline BEGIN
         # must fail at once rather than block the loop. SQLite's own checkpoints are replaced by
         # the writer's, on the thread (CHECKPOINT_EVERY).
-        await in_thread(self._conn, _configure_for_writer, self._inline_commits,
+        await self._conn.run(_configure_for_writer, self._inline_commits,
                         self._busy_timeout_ms)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
 
@@ -284,7 +283,7 @@ class JournalWriter:
         to it, so the connection is never used by the loop and the thread at once.
         """
         if self._task is None or self._task.done():
-            return await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms, fn)
+            return await self._conn.run(_with_busy_timeout, self._busy_timeout_ms, fn)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._calls.append(_Call(fn, future))
         self._wake.set()
@@ -357,7 +356,7 @@ class JournalWriter:
 
     async def _run_call(self, call: _Call) -> None:
         try:
-            value = await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms, call.fn)
+            value = await self._conn.run(_with_busy_timeout, self._busy_timeout_ms, call.fn)
         except asyncio.CancelledError:
             if not call.future.done():
                 call.future.cancel()
@@ -372,7 +371,7 @@ class JournalWriter:
     async def _checkpoint(self) -> None:
         self._since_checkpoint = 0
         try:
-            await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms,
+            await self._conn.run(_with_busy_timeout, self._busy_timeout_ms,
                             _checkpoint_passive)
         except sqlite3.Error as exc:
             # Not fatal: the WAL keeps growing until a later checkpoint succeeds.
@@ -404,13 +403,13 @@ class JournalWriter:
         if self._inline_allowed(group):
             started = time.monotonic()
             try:
-                outcomes = _run_group_inline(self._conn._conn, group)  # noqa: SLF001 - see docstring
+                outcomes = _run_group_inline(self._conn.connection, group)
             except _LockedOut:
                 pass  # another connection holds the write lock: wait for it on the thread
             else:
                 self._note_inline_duration(time.monotonic() - started)
                 return outcomes, True
-        outcomes = await in_thread(self._conn, _with_busy_timeout, self._busy_timeout_ms,
+        outcomes = await self._conn.run(_with_busy_timeout, self._busy_timeout_ms,
                                    _run_group, group)
         return outcomes, False
 

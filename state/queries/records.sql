@@ -31,20 +31,24 @@ INSERT INTO run_attempts (run_id, path, attempt, started_at)
 VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (run_id, path, attempt) DO NOTHING;
 
--- name: run_exists
-SELECT 1 FROM runs WHERE run_id = :run_id;
-
--- name: snapshot_records
--- Applied in order: the latest record per (kind, path) wins. Column order is what
--- flowmasond.journal.records.read_snapshot unpacks. The LLM usage columns come back as one
--- JSON array, or NULL when they hold their defaults (most stages): fewer values to convert
--- per row when a resume loads thousands of records.
-SELECT kind, path, decision, stage_id, component_type, status, output, error, error_type,
+-- name: snapshot
+-- Everything a resume reads, in one statement and so from one committed state: a 'run' row when
+-- the run exists, its records ('result', 'decision'; the latest per kind and path wins, in seq
+-- order), and an 'attempt' row per path with the highest attempt started (in the seq column).
+-- Column order is what flowmasond.journal.records.decode_snapshot unpacks. The LLM usage
+-- columns come back as one JSON array, or NULL when they hold their defaults (most stages): fewer
+-- values to convert per row when a resume loads thousands of records.
+SELECT 'run', 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL
+FROM runs WHERE run_id = ?1
+UNION ALL
+SELECT kind, seq, path, decision, stage_id, component_type, status, output, error, error_type,
        CASE WHEN input_tokens = 0 AND output_tokens = 0 AND cost_usd = 0
                  AND provider IS NULL AND model IS NULL THEN NULL
             ELSE json_array(input_tokens, output_tokens, cost_usd, provider, model) END,
        duration_ms, attempts, started_at, finished_at, handled, trace_id, span_id
-FROM run_records WHERE run_id = ?1 ORDER BY seq;
-
--- name: snapshot_attempts
-SELECT path, max(attempt) FROM run_attempts WHERE run_id = ?1 GROUP BY path;
+FROM run_records WHERE run_id = ?1
+UNION ALL
+SELECT 'attempt', max(attempt), path, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL
+FROM run_attempts WHERE run_id = ?1 GROUP BY path;

@@ -27,17 +27,20 @@ ON CONFLICT (pipeline_id, schedule_id) DO UPDATE
 SET first_seen_at = excluded.first_seen_at
 WHERE schedule_state.first_seen_at IS NULL;
 
--- name: schedule_state_of
-SELECT paused, first_seen_at FROM schedule_state
-WHERE pipeline_id = :pipeline_id AND schedule_id = :schedule_id;
-
--- name: latest_fire
--- A schedule's latest fire, with the status of the run it started (NULL: no run, or not found).
-SELECT f.fire_time, f.run_id, f.recorded_at, r.status AS run_status
-FROM schedule_fires AS f LEFT JOIN runs AS r ON r.run_id = f.run_id
-WHERE f.pipeline_id = :pipeline_id AND f.schedule_id = :schedule_id
-ORDER BY f.fire_time DESC
-LIMIT 1;
+-- name: schedule_records
+-- For each [pipeline_id, schedule_id] pair of the JSON array :keys: its persisted state (NULL when
+-- it has none) and its latest fire, with the status of the run that fire started (NULL: no run,
+-- or not found).
+SELECT k.value ->> 0, k.value ->> 1, coalesce(s.paused, 0), s.first_seen_at,
+       f.fire_time, f.run_id, f.recorded_at, r.status
+FROM json_each(:keys) AS k
+LEFT JOIN schedule_state AS s
+       ON s.pipeline_id = k.value ->> 0 AND s.schedule_id = k.value ->> 1
+LEFT JOIN schedule_fires AS f
+       ON f.pipeline_id = k.value ->> 0 AND f.schedule_id = k.value ->> 1
+      AND f.fire_time = (SELECT max(fire_time) FROM schedule_fires
+                         WHERE pipeline_id = k.value ->> 0 AND schedule_id = k.value ->> 1)
+LEFT JOIN runs AS r ON r.run_id = f.run_id;
 
 -- name: run_statuses
 -- Statuses of the runs named in the JSON array :run_ids (unknown ids are left out).
