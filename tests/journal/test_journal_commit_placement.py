@@ -134,7 +134,8 @@ async def test_a_storage_fault_moves_commits_to_the_writer_thread(open_journal: 
 
 async def test_the_writer_checkpoints_the_wal_as_it_goes(open_journal: Opener,
                                                          db_path: Path) -> None:
-    """Every CHECKPOINT_EVERY transactions the WAL is copied into the database file."""
+    """Every CHECKPOINT_EVERY transactions the WAL is copied into the database file (beside the
+    commits, which do not wait for it)."""
     journal = await open_journal(synchronous="NORMAL")
     await journal.create_run("r", make_pipeline(), {})
     store = journal.run_store("r")
@@ -142,6 +143,7 @@ async def test_the_writer_checkpoints_the_wal_as_it_goes(open_journal: Opener,
 
     for i in range(CHECKPOINT_EVERY + 1):
         await store.commit([Record.of_result(f"s{i}", make_result(f"s{i}"))])
+    await journal.writer.checkpoint_settled()
 
     assert journal.stats().checkpoints >= 1
     assert db_path.stat().st_size > size_before  # the pages reached the main file
