@@ -234,6 +234,29 @@ class RunManager:
         self.notify()
         return run_id
 
+    async def _claim_for_resume(self, run_id: str, *, expected: Sequence[RunStatus],
+                                pipeline: PipelineConfig | None = None) -> RunSnapshot:
+        """Claim ``run_id`` for a resume (``Journal.record_resume``) and return its snapshot.
+
+        The snapshot is read and decoded while the claim's commit waits for its fsync: the two
+        overlap instead of adding up (the run is not executing, so nothing adds records meanwhile).
+        If the claim succeeded but the read failed, the run is left ``interrupted`` with that error,
+        to be resumed again, rather than ``pending`` with nothing executing it.
+        """
+        loaded, claimed = await asyncio.gather(
+            self.journal.load_snapshot(run_id),
+            self.journal.record_resume(run_id, expected=expected, pipeline=pipeline),
+            return_exceptions=True)
+        if isinstance(claimed, BaseException):
+            raise claimed
+        if isinstance(loaded, BaseException):
+            error = loaded.to_dict() if isinstance(loaded, FlowmasonError) else {
+                "code": "internal_error", "message": str(loaded)}
+            await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED,
+                                              expected=[RunStatus.PENDING], error=error)
+            raise loaded
+        return loaded.for_resume()
+
     def _launch(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any], *, snapshot: Any,
                 force: bool = False, schedule_id: str | None = None, after: Sequence[str] = (),
                 breaks: RunBreaks | None = None) -> ActiveRun:
@@ -437,13 +460,12 @@ class RunManager:
                     run_id=run_id, pipeline_id=pinned.id, diff=definition_diff(pinned, current))
             if definition == "current":
                 pipeline = current
-        snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
         await self._acquire(run_id)
         # The claim: a conditional UPDATE from the status read above. Anything that changed the
         # run in between makes it fail with RunConflictError instead of launching it twice.
         try:
-            await self.journal.record_resume(run_id, expected=[row.status],
-                                             pipeline=pipeline if pipeline is not pinned else None)
+            snapshot = await self._claim_for_resume(run_id, expected=[row.status],
+                                                    pipeline=pipeline if pipeline is not pinned else None)
         except BaseException:
             await self._release(run_id)
             raise
@@ -577,10 +599,9 @@ class RunManager:
         let_through = set(waiting[:1] if step else waiting)
         await self.journal.set_breakpoints(run_id, row.breakpoints, step)
         pipeline = await self._pinned(row)
-        snapshot = (await self.journal.load_snapshot(run_id)).for_resume()
         await self._acquire(run_id)
         try:
-            await self.journal.record_resume(run_id, expected=[RunStatus.PAUSED])
+            snapshot = await self._claim_for_resume(run_id, expected=[RunStatus.PAUSED])
         except BaseException:
             await self._release(run_id)
             raise
@@ -620,8 +641,7 @@ class RunManager:
                                   output=row.output)
             pipeline = await self._pinned(row)
             inputs = row.inputs
-            snapshot = (await self.journal.load_snapshot(child_run_id)).for_resume()
-            await self.journal.record_resume(child_run_id, expected=CHILD_RESUME_FROM)
+            snapshot = await self._claim_for_resume(child_run_id, expected=CHILD_RESUME_FROM)
         await self.journal.set_run_status(child_run_id, RunStatus.RUNNING, expected=[RunStatus.PENDING])
         outcome = await self.executor.execute(pipeline, inputs, run_id=child_run_id,
                                               store=self.journal.run_store(child_run_id), snapshot=snapshot,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import Any
@@ -134,3 +135,25 @@ async def test_a_shutdown_that_cancels_leftover_tasks_leaves_the_run_interrupted
     row = await manager.journal.get_run(run_id)
     assert row.status is RunStatus.INTERRUPTED
     assert [e["value"] for e in read_ledger(tmp_path / "ledger.jsonl")] == [1]
+
+
+async def test_a_resume_whose_snapshot_cannot_be_read_leaves_the_run_interrupted(
+        manager: RunManager, tmp_path: Path) -> None:
+    """The snapshot is read while the claim commits: if the read fails (a record's output is not
+    JSON any more), the claimed run is left interrupted with the error, not pending and idle."""
+    run_id = await _failed_run(manager, tmp_path)
+    # Damage the file the way a bad disk or a hand edit would: another connection, real SQLite.
+    other = sqlite3.connect(manager.journal.path)
+    try:
+        with other:
+            other.execute("UPDATE run_records SET output = '{not json' WHERE run_id = ?", (run_id,))
+    finally:
+        other.close()
+
+    with pytest.raises(ValueError):
+        await manager.resume(run_id)
+
+    row = await manager.journal.get_run(run_id)
+    assert row.status is RunStatus.INTERRUPTED
+    assert run_id not in manager.active
+    assert row.resumed_count == 1  # the claim did commit
