@@ -315,8 +315,13 @@ class JournalWriter:
                                path=str(self._path))
 
     def _flush_due(self) -> None:
+        # The timer is not cancelled when a group takes the deferred writes along (arming and
+        # cancelling one per stage cost more than the rest of a deferred write): armed by the
+        # first deferred write after the last firing, it fires within the delay of every deferred
+        # write queued since, and wakes the writer only if some are still waiting.
         self._flush_handle = None
-        self._wake.set()
+        if self._pending:
+            self._wake.set()
 
     def _cancel_flush(self) -> None:
         if self._flush_handle is not None:
@@ -333,7 +338,6 @@ class JournalWriter:
                     await self._run_call(self._calls.popleft())
                 if self._pending:
                     group, self._pending = self._pending, []
-                    self._cancel_flush()
                     try:
                         await self._commit(group)
                     except asyncio.CancelledError:

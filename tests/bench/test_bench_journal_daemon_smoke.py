@@ -51,3 +51,12 @@ def test_postgresql_benchmark_prints_chain_and_waves_against_raw_commits(pg_dsn:
     assert re.search(rf"{NUMBER} µs/stage, {NUMBER} journal transactions/stage", out), out
     assert len(re.findall(rf"^\s+\d+ committed stages:\s+{NUMBER} ms$", out, re.M)) == 2, out
     assert len(re.findall(r"\((aim <=? [^)]*)\) (PASS|MISS)$", out, re.M)) == 5, out
+
+
+def test_hops_benchmark_prints_each_way_of_committing() -> None:
+    """The hops benchmark (the measured reason the writer is not an aiosqlite connection) prints
+    µs per transaction for all four ways."""
+    out = _quick("bench_hops.py")
+    for way in ("inline (loop thread)", "SqliteThread, one hop", "aiosqlite public API, 3 hops",
+                "aiosqlite private _execute, one hop"):
+        assert re.search(rf"{re.escape(way)}\s+{NUMBER} µs/transaction \(min {NUMBER}\)", out), (way, out)
