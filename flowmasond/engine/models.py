@@ -175,16 +175,23 @@ class PipelineConfig(BaseModel):
 
     # Computed once: a definition is never mutated after loading, and resume compares hashes often.
     _hash: str | None = PrivateAttr(default=None)
+    _canonical: str | None = PrivateAttr(default=None)
 
     def canonical_json(self) -> str:
-        """Stable serialisation used for pinning and hashing a run's definition."""
-        data = self.model_dump(mode="json", by_alias=True)
-        # An unset `distribute` is left out, so that definitions written before the field existed
-        # keep their hash (a pinned run resumes against the same identity).
-        for holder in (data, *data["stages"]):
-            if holder.get("distribute") is None:
-                holder.pop("distribute", None)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        """Stable serialisation used for pinning and hashing a run's definition.
+
+        Computed once, like the hash: every run of the pipeline pins it (1,000 schedules firing
+        at once dumped their definitions 1,000 times on the event loop).
+        """
+        if self._canonical is None:
+            data = self.model_dump(mode="json", by_alias=True)
+            # An unset `distribute` is left out, so that definitions written before the field
+            # existed keep their hash (a pinned run resumes against the same identity).
+            for holder in (data, *data["stages"]):
+                if holder.get("distribute") is None:
+                    holder.pop("distribute", None)
+            self._canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return self._canonical
 
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON: the identity a run pins."""

@@ -136,8 +136,11 @@ class PipelineCatalog:
                                                 warnings=list(check.warnings))
         self._id_of_path[path] = pipeline.id
         self._broken.pop(path, None)
-        if previous is None or previous.pipeline is None or \
-                previous.pipeline.content_hash() != pipeline.content_hash():
+        # Computed at load, once per definition (its canonical JSON is kept with it): every run
+        # pins the definition by this hash, and 1,000 schedules firing together must not compute
+        # 1,000 of them on the event loop at their fire time.
+        digest = pipeline.content_hash()
+        if previous is None or previous.pipeline is None or previous.pipeline.content_hash() != digest:
             log.info("pipeline_loaded", pipeline_id=pipeline.id, file=str(path), stages=len(pipeline.stages))
             self._reload_children(pipeline.id, path)
             return pipeline.id
