@@ -12,8 +12,9 @@ whole transaction apart from its fsync, and a stage whose result must be durable
 one starts has to wait for that hop. Whatever could block the loop goes to the connection's own
 thread instead: a large group, any group while recent commits have been slow (a slow or failing
 disk), a group whose ``BEGIN IMMEDIATE`` finds the database locked (the inline attempt never waits
-for a lock; the threaded one waits up to the busy timeout), and maintenance calls. WAL checkpoints
-run on a connection of their own, beside the commits (a PASSIVE checkpoint never blocks a writer).
+for a lock; the threaded one waits up to the busy timeout), any group while a checkpoint runs, and
+maintenance calls. WAL checkpoints run on a connection of their own, beside the commits (a PASSIVE
+checkpoint never blocks a writer).
 
 Each request runs under its own SAVEPOINT when needed: a request that fails on its own (a
 constraint, a run that does not exist) is rolled back alone and its requester gets the error; a
@@ -400,7 +401,11 @@ class JournalWriter:
             await asyncio.shield(task)
 
     def _inline_allowed(self, group: list[_Request]) -> bool:
+        # Not while a checkpoint runs: its writes and fsync of the database file can hold up the
+        # commit's own write to the WAL for tens of milliseconds, which must not block the loop
+        # (nor count as a slow disk). Those groups take the thread, beside the checkpoint.
         return (self._inline_commits and len(group) <= INLINE_MAX_REQUESTS
+                and (self._checkpoint_task is None or self._checkpoint_task.done())
                 and time.monotonic() >= self._threaded_until)
 
     def _note_inline_duration(self, elapsed: float) -> None:

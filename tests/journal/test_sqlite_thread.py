@@ -132,7 +132,8 @@ def test_the_journal_reaches_into_no_private_attribute_of_other_objects() -> Non
 
 async def test_commits_go_on_while_a_checkpoint_runs(tmp_path: Path) -> None:
     """The writer starts a checkpoint every CHECKPOINT_EVERY transactions on the checkpointer's
-    thread and does not wait for it: commits made while it is held up all complete."""
+    thread and does not wait for it: commits made while it is held up all complete, on the writer's
+    thread (never inline: the checkpoint's I/O could stall the loop)."""
     path = tmp_path / "w.sqlite3"
     writer_conn = await SqliteThread.open(path, name="test-writer")
     checkpointer = await SqliteThread.open(path, name="test-checkpointer")
@@ -152,6 +153,7 @@ async def test_commits_go_on_while_a_checkpoint_runs(tmp_path: Path) -> None:
         for i in range(CHECKPOINT_EVERY + 20):
             await writer.write(partial(_insert, value=i))
         assert writer.stats().transactions == CHECKPOINT_EVERY + 20
+        assert writer.stats().inline_transactions <= CHECKPOINT_EVERY
         assert writer.stats().checkpoints == 0  # still queued behind the held thread
     finally:
         release.set()
