@@ -9,9 +9,8 @@ whether the stage fails), never silently skipped.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowmasond.components.operators.http import DEFAULT_TIMEOUT_S, _tls_context
@@ -21,6 +20,9 @@ from flowmasond.engine.registry import ComponentInput, ComponentOutput, operator
 from flowmasond.engine.templates import render_expressions
 from flowmasond.engine.interfaces import ErrorType
 from flowmasond.errors import ComponentError
+
+if TYPE_CHECKING:
+    import httpx  # imported where a delivery is made (see operators.http)
 
 # How much of a destination's answer a delivery result quotes.
 RESPONSE_CHARS = 500
@@ -137,6 +139,8 @@ class ErrorRouter:
 
 async def _deliver_all(destinations: list[Destination], payload: dict[str, Any], parallel: bool,
                        context: ExecutionContext) -> list[dict[str, Any]]:
+    import httpx
+
     async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT_S, verify=_tls_context()) as client:
         if parallel:
             return list(await asyncio.gather(*(_deliver(client, d, payload, context) for d in destinations)))
@@ -155,6 +159,8 @@ async def _deliver(client: httpx.AsyncClient, dest: Destination, payload: dict[s
     if not isinstance(url, str) or not url:
         result["error"] = "webhook destination needs config.url"
         return result
+    import httpx
+
     try:
         body: Any = payload
         if dest.payload_template is not None:
