@@ -7,9 +7,9 @@ transaction is committing form the next group, so stages finishing together shar
 without any waiting on a timer.
 
 Where a group runs: a small group on a fast disk commits *inline*, on the event loop's thread. A
-hop to the connection's thread and back, and the two threads taking turns at the GIL, cost more than the
-whole transaction apart from its fsync, and a stage whose result must be durable before the next
-one starts has to wait for that hop. Whatever could block the loop goes to the connection's own
+hop to the connection's thread and back, and the two threads taking turns at the GIL, cost more
+than the whole transaction apart from its fsync, and a stage whose result must be durable before
+the next one starts has to wait for that hop. Whatever could block the loop goes to the connection's own
 thread instead: a large group, any group while recent commits have been slow (a slow or failing
 disk), a group whose ``BEGIN IMMEDIATE`` finds the database locked (the inline attempt never waits
 for a lock; the threaded one waits up to the busy timeout), any group while a checkpoint runs, and
@@ -242,9 +242,8 @@ class JournalWriter:
         """Start the writer task (the connection must be configured and migrated)."""
         # Between threaded operations the connection does not wait for locks: an inline BEGIN
         # must fail at once rather than block the loop. SQLite's own checkpoints are replaced by
-        # the writer's, on the thread (CHECKPOINT_EVERY).
-        await self._conn.run(_configure_for_writer, self._inline_commits,
-                        self._busy_timeout_ms)
+        # the writer's, on the checkpointer's connection (CHECKPOINT_EVERY).
+        await self._conn.run(_configure_for_writer, self._inline_commits, self._busy_timeout_ms)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
 
     @property
