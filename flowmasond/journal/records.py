@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -38,8 +38,20 @@ def state_value(state: ControlFlowState) -> str:
     return dumps(state.to_json())
 
 
-def decode_snapshot(rows: Iterable[Sequence[Any]]) -> RunSnapshot | None:
+def decode_snapshot(rows: Sequence[Sequence[Any]]) -> RunSnapshot | None:
     """The snapshot of ``snapshot`` query rows (None if they hold no 'run' row: no such run)."""
+    # The run's row comes first (the first arm of the UNION ALL: SQLite returns the arms in
+    # order), but nothing here depends on it.
+    at = 0 if rows and rows[0][0] == "run" else next(
+        (i for i, row in enumerate(rows) if row[0] == "run"), None)
+    if at is None:
+        return None
+    attempts: dict[str, int] = json.loads(rows[at][3])
+    records = [*rows[:at], *rows[at + 1:]]
+    # Applied oldest first (the latest record per path wins); already in order in practice
+    # (the primary key's order), which makes the check a single pass and the sort rare.
+    if any(records[i][1] > records[i + 1][1] for i in range(len(records) - 1)):
+        records = sorted(records, key=_seq)
     # Building thousands of small acyclic objects would trigger the cyclic collector several
     # times (full collections of the whole heap among them, 30-50 ms at 10,000 stages); none of
     # them can be garbage, so collection waits until the snapshot is built.
@@ -47,22 +59,6 @@ def decode_snapshot(rows: Iterable[Sequence[Any]]) -> RunSnapshot | None:
     if collecting:
         gc.disable()
     try:
-        exists = False
-        records: list[Sequence[Any]] = []
-        attempts: dict[str, int] = {}
-        for row in rows:
-            kind = row[0]
-            if kind == "attempt":
-                attempts[row[2]] = row[1]
-            elif kind == "run":
-                exists = True
-            else:
-                records.append(row)
-        if not exists:
-            return None
-        # Applied oldest first (the latest record per path wins); already in order in practice,
-        # which makes the sort a single pass.
-        records.sort(key=_seq)
         snapshot = _decode(records)
     finally:
         if collecting:
@@ -74,7 +70,7 @@ def decode_snapshot(rows: Iterable[Sequence[Any]]) -> RunSnapshot | None:
 _seq = itemgetter(1)
 
 
-def _decode(records: list[Sequence[Any]]) -> RunSnapshot:
+def _decode(records: Sequence[Sequence[Any]]) -> RunSnapshot:
     """The snapshot of ``records`` (record rows of ``snapshot``, oldest first; the latest wins)."""
     snapshot = RunSnapshot()
     results, states = snapshot.results, snapshot.states

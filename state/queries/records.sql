@@ -34,13 +34,16 @@ ON CONFLICT (run_id, path, attempt) DO NOTHING;
 
 -- name: snapshot
 -- Everything a resume reads, in one statement and so from one committed state: a 'run' row when
--- the run exists, its records ('result', 'decision'; the latest per kind and path wins, in seq
--- order), and an 'attempt' row per path with the highest attempt started (in the seq column).
--- Column order is what flowmasond.journal.records.decode_snapshot unpacks. The LLM usage
--- columns come back as one JSON array, or NULL when they hold their defaults (most stages): fewer
--- values to convert per row when a resume loads thousands of records.
-SELECT 'run', 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL
+-- the run exists, carrying (in the decision column) a JSON object of the highest attempt started
+-- per path, then the run's records ('result', 'decision'; the latest per kind and path wins, in
+-- seq order). Column order is what flowmasond.journal.records.decode_snapshot unpacks. The LLM
+-- usage columns come back as one JSON array, or NULL when they hold their defaults (most
+-- stages): fewer values to convert per row when a resume loads thousands of records.
+SELECT 'run', 0, NULL,
+       (SELECT json_group_object(path, attempt)
+        FROM (SELECT path, max(attempt) AS attempt FROM run_attempts WHERE run_id = ?1
+              GROUP BY path)),
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM runs WHERE run_id = ?1
 UNION ALL
 SELECT kind, seq, path, decision, stage_id, component_type, status, output, error, error_type,
@@ -48,8 +51,4 @@ SELECT kind, seq, path, decision, stage_id, component_type, status, output, erro
                  AND provider IS NULL AND model IS NULL THEN NULL
             ELSE json_array(input_tokens, output_tokens, cost_usd, provider, model) END,
        duration_ms, attempts, started_at, finished_at, handled, trace_id, span_id
-FROM run_records WHERE run_id = ?1
-UNION ALL
-SELECT 'attempt', max(attempt), path, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL
-FROM run_attempts WHERE run_id = ?1 GROUP BY path;
+FROM run_records WHERE run_id = ?1;
