@@ -38,7 +38,7 @@ from _common import Aim  # noqa: E402
 from bench_engine import build_registry, chain_shape  # noqa: E402
 
 from flowmasond.engine.dag import DAGExecutor  # noqa: E402
-from flowmasond.engine.types import RunStatus  # noqa: E402
+from flowmasond.engine.interfaces import RunStatus  # noqa: E402
 from flowmasond.journal import Journal  # noqa: E402
 
 DBOS_AIM = Aim("DBOS µs per durable step / flowmasond µs per durable step", 4.0, "x")

@@ -60,3 +60,11 @@ def test_hops_benchmark_prints_each_way_of_committing() -> None:
     for way in ("inline (loop thread)", "SqliteThread, one hop", "aiosqlite public API, 3 hops",
                 "aiosqlite private _execute, one hop"):
         assert re.search(rf"{re.escape(way)}\s+{NUMBER} µs/transaction \(min {NUMBER}\)", out), (way, out)
+
+
+def test_peers_benchmark_runs_flowmasond_side_without_the_peers() -> None:
+    """The peer comparison imports and runs its flowmasond chain in the test environment (where
+    DBOS and LangGraph are not installed and are reported so)."""
+    out = _quick("bench_peers.py")
+    assert re.search(rf"flowmasond\s+: median\s+{NUMBER} µs/step", out), out
+    assert len(re.findall(r"per (durable )?step: ", out)) == 2, out
