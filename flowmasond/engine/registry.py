@@ -36,7 +36,10 @@ DEFAULT_TIMEOUT_MS: dict[str, int] = {"node": 60_000, "operator": 30_000, "contr
 class ComponentInput(BaseModel):
     """Base for a component's ``Input``: unknown config keys are errors, never dropped; flags are strict."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # defer_build: a component's validator is built when a stage of that type is first validated,
+    # not when its module is imported; a process that uses three of the sixty built-in
+    # components (a cold run-once) skips building the others (~0.1 s).
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -65,7 +68,7 @@ def _boolean_fields(model: type[BaseModel]) -> frozenset[str]:
 class ComponentOutput(BaseModel):
     """Base for a component's ``Output``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)  # see ComponentInput
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
