@@ -239,8 +239,7 @@ class Daemon:
             stack.callback(provider.shutdown)  # flushes the spans still batched
 
         async def first_execution(run_id: str) -> bool:
-            row = await self.journal.get_run(run_id)
-            return not row.resumed_count and not row.recovery_attempts
+            return await self.runs.first_execution(run_id)
 
         return RunTracer(provider, first_execution=first_execution)
 

@@ -158,6 +158,9 @@ class RunManager:
         # Runs a resume has reserved but not launched yet: the reservation is taken before the
         # resume's first await, so a second resume (or a cancel) of the same run sees it.
         self._claiming: set[str] = set()
+        # Runs created by start() in this process and not executed yet: their first execution is
+        # known without reading the journal (first_execution).
+        self._created: set[str] = set()
         self._accepting = True
         # Replaced on every change so that waiters never miss a wake-up and setting it costs nothing.
         self._changed = asyncio.Event()
@@ -188,6 +191,19 @@ class RunManager:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
             pass
+
+    async def first_execution(self, run_id: str) -> bool:
+        """True when ``run_id`` never executed before (the tracer's root span, not a resume's).
+
+        A run this process has just created is known without a journal read (one per run start
+        otherwise, ~5% of the loop when 1,000 schedules fire together); any other is decided by
+        its journal row: never resumed, never recovered.
+        """
+        if run_id in self._created:
+            self._created.discard(run_id)
+            return True
+        row = await self.journal.get_run(run_id)
+        return not row.resumed_count and not row.recovery_attempts
 
     def breaks_of(self, run_id: str) -> RunBreaks | None:
         """The breakpoints of ``run_id`` while this process executes it."""
@@ -228,6 +244,7 @@ class RunManager:
         except BaseException:
             await self._release(run_id)
             raise
+        self._created.add(run_id)
         log.info("run_created", run_id=run_id, pipeline_id=pipeline_id, schedule_id=schedule_id)
         self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id, after=after,
                      breaks=RunBreaks(breakpoints=set(break_at)))
@@ -338,6 +355,7 @@ class RunManager:
                 bound.exception("run_status_not_journaled")
         finally:
             self._active.pop(run_id, None)
+            self._created.discard(run_id)
             self.stage_logs.forget(run_id)
             if self.ownership is not None and not active.lease_lost:
                 await self.ownership.release(run_id)

@@ -157,3 +157,17 @@ async def test_a_resume_whose_snapshot_cannot_be_read_leaves_the_run_interrupted
     assert row.status is RunStatus.INTERRUPTED
     assert run_id not in manager.active
     assert row.resumed_count == 1  # the claim did commit
+
+
+async def test_first_execution_is_true_for_a_new_run_and_false_for_a_resumed_one(
+        manager: RunManager, tmp_path: Path) -> None:
+    """A run start() just created executes for the first time (known without a journal read); a
+    resumed run does not (its journal row counts the resume)."""
+    fresh = await manager.start("quick", {})
+    assert await manager.first_execution(fresh) is True
+    assert await _finished(manager, fresh) is RunStatus.SUCCEEDED
+
+    resumed = await _failed_run(manager, tmp_path)
+    await manager.resume(resumed)
+    assert await _finished(manager, resumed) is RunStatus.SUCCEEDED
+    assert await manager.first_execution(resumed) is False
