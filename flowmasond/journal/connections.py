@@ -192,11 +192,6 @@ def configure_writer(conn: sqlite3.Connection, synchronous: Synchronous,
     conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
 
 
-def configure_checkpointer(conn: sqlite3.Connection, synchronous: Synchronous) -> None:
-    """Settings of the checkpointer: it syncs the database file as the journal's mode says."""
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-
-
 def set_busy_timeout(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
     """How long statements on ``conn`` wait for another connection's lock (0: not at all)."""
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

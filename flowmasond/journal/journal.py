@@ -25,8 +25,7 @@ from flowmasond.engine.interfaces import RunSnapshot, RunStatus, UsageMetrics
 from flowmasond.engine.models import PipelineConfig
 from flowmasond.errors import FlowmasonError, JournalError, RunConflictError, RunNotFoundError
 from flowmasond.journal.connections import (SqliteThread, check_sqlite_version,
-                                            check_synchronous, configure_checkpointer,
-                                            configure_writer,
+                                            check_synchronous, configure_writer,
                                             create_private_file, open_reader, storage_error)
 from flowmasond.journal.events import EventKind
 from flowmasond.journal.migrations import load_migrations, migrate, refuse_if_too_new
@@ -65,13 +64,12 @@ class Journal:
     """
 
     def __init__(self, *, path: Path, writer_conn: SqliteThread,
-                 reader_conn: aiosqlite.Connection, checkpointer: SqliteThread,
-                 writer: JournalWriter, clock: Callable[[], float], owner: OwnerLock) -> None:
+                 reader_conn: aiosqlite.Connection, writer: JournalWriter,
+                 clock: Callable[[], float], owner: OwnerLock) -> None:
         self._path = path
         self._owner = owner
         self._writer_conn = writer_conn
         self._reader_conn = reader_conn
-        self._checkpointer = checkpointer
         self._writer = writer
         self._clock = clock
         self._closed = False
@@ -114,7 +112,6 @@ class Journal:
         create_private_file(path)
         writer_conn = await SqliteThread.open(path, name="journal-writer")
         reader_conn: aiosqlite.Connection | None = None
-        checkpointer: SqliteThread | None = None
         try:
             await writer_conn.run(configure_writer, mode, busy_timeout_ms)
             applied = await writer_conn.run(partial(migrate, migrations=migrations,
@@ -122,25 +119,20 @@ class Journal:
             if max_size_bytes is not None:
                 await writer_conn.run(_set_page_limit, max_size_bytes)
             reader_conn = await open_reader(path, busy_timeout_ms)
-            checkpointer = await SqliteThread.open(path, name="journal-checkpointer")
-            await checkpointer.run(configure_checkpointer, mode)
             if applied:
                 log.info("journal migrated", path=str(path), applied=applied)
-            writer = JournalWriter(writer_conn, checkpointer=checkpointer, path=path,
-                                   flush_delay_s=flush_delay_s, busy_timeout_ms=busy_timeout_ms,
+            writer = JournalWriter(writer_conn, path=path, flush_delay_s=flush_delay_s, busy_timeout_ms=busy_timeout_ms,
                                    inline_commits=inline_commits)
             await writer.start()
         except BaseException as exc:
-            if checkpointer is not None:
-                await checkpointer.close()
             if reader_conn is not None:
                 await reader_conn.close()
             await writer_conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise storage_error(exc, path=path, operation="open") from exc
             raise
-        return cls(path=path, writer_conn=writer_conn, reader_conn=reader_conn,
-                   checkpointer=checkpointer, writer=writer, clock=clock, owner=owner)
+        return cls(path=path, writer_conn=writer_conn, reader_conn=reader_conn, writer=writer,
+                   clock=clock, owner=owner)
 
     async def close(self) -> None:
         """Commit queued writes, checkpoint the WAL into the database file, close connections."""
@@ -149,7 +141,6 @@ class Journal:
         self._closed = True
         try:
             await self._writer.close()
-            await self._writer.checkpoint_settled()
             try:
                 await self._writer.call(_checkpoint)
             except sqlite3.Error as exc:
@@ -160,7 +151,6 @@ class Journal:
             self._writer.commit_signal().set()  # wakes followers so they see the close
             try:
                 await self._reader_conn.close()
-                await self._checkpointer.close()
                 await self._writer_conn.close()
             finally:
                 self._owner.release()

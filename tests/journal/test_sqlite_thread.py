@@ -7,14 +7,12 @@ import ast
 import asyncio
 import sqlite3
 import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
 
 import flowmasond.journal
-from flowmasond.journal.connections import SqliteThread, configure_writer
-from flowmasond.journal.writer import CHECKPOINT_EVERY, JournalWriter
+from flowmasond.journal.connections import SqliteThread
 
 
 def _thread_and_value(conn: sqlite3.Connection, value: int) -> tuple[int, int]:
@@ -128,47 +126,3 @@ def test_the_journal_reaches_into_no_private_attribute_of_other_objects() -> Non
     offenders = {path.name: attrs for path in sorted(package.glob("*.py"))
                  if (attrs := _private_attributes(path.read_text(encoding="utf-8")))}
     assert offenders == {}
-
-
-async def test_commits_go_on_while_a_checkpoint_runs(tmp_path: Path) -> None:
-    """The writer starts a checkpoint every CHECKPOINT_EVERY transactions on the checkpointer's
-    thread and does not wait for it: commits made while it is held up all complete, on the writer's
-    thread (never inline: the checkpoint's I/O could stall the loop)."""
-    path = tmp_path / "w.sqlite3"
-    writer_conn = await SqliteThread.open(path, name="test-writer")
-    checkpointer = await SqliteThread.open(path, name="test-checkpointer")
-    await writer_conn.run(configure_writer, "NORMAL", 1000)
-    await writer_conn.run(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
-    writer = JournalWriter(writer_conn, checkpointer=checkpointer, path=path)
-    await writer.start()
-    held, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        held.set()
-        release.wait(10)
-
-    blocker = asyncio.ensure_future(checkpointer.run(hold))  # the checkpoint queues behind it
-    try:
-        assert await asyncio.to_thread(held.wait, 10)
-        for i in range(CHECKPOINT_EVERY + 20):
-            await writer.write(partial(_insert, value=i))
-        assert writer.stats().transactions == CHECKPOINT_EVERY + 20
-        assert writer.stats().inline_transactions <= CHECKPOINT_EVERY
-        assert writer.stats().checkpoints == 0  # still queued behind the held thread
-    finally:
-        release.set()
-        await blocker
-        await writer.checkpoint_settled()
-        await writer.close()
-        await checkpointer.close()
-        await writer_conn.close()
-    assert writer.stats().checkpoints == 1
-    other = sqlite3.connect(path)
-    try:
-        assert other.execute("SELECT count(*) FROM t").fetchone()[0] == CHECKPOINT_EVERY + 20
-    finally:
-        other.close()
-
-
-def _insert(conn: sqlite3.Connection, value: int) -> None:
-    conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
