@@ -529,7 +529,11 @@ class ScheduleNextResult(Result):
 
 
 class RunEvent(Result):
-    """One journal event of a run; ``id`` increases, so ``after_id`` resumes a stream without gaps."""
+    """One journal event of a run; ``after_id`` = the last ``id`` received resumes a stream without gaps.
+
+    Ids increase with one writing daemon; with several cluster nodes a stream follows their commits,
+    so an id may be smaller than the one before it: resume after the last one, not the largest.
+    """
 
     id: int
     run_id: str | None = None

@@ -807,9 +807,12 @@ class RunManager:
         cursor = after_id
         finished = False
         while True:
-            batch = await self.journal.events(run_id, after_id=cursor)
+            # Until the run is finished, only settled events (PostgreSQL: none behind a transaction
+            # still in progress, so the cursor never passes an event that commits later); the last
+            # read takes everything committed, as nothing reads after it.
+            batch = await self.journal.events(run_id, after_id=cursor, settled=not finished)
             for event in batch:
-                cursor = max(cursor, event.id)
+                cursor = event.id  # the last one read: ids need not increase (PostgreSQL, several nodes)
                 yield event_dict(event)
             if batch:
                 continue  # a read returns one page: read until nothing is left, never stop at a page

@@ -140,7 +140,7 @@ async def with_tokens(events: AsyncIterator[dict[str, Any]], broker: TokenBroker
                     except StopAsyncIteration:
                         break
                     next_event = asyncio.ensure_future(iterator.__anext__())
-                    last_id = max(last_id, int(event["id"]))
+                    last_id = int(event["id"])  # the last durable one sent (ids need not increase)
                     path = event.get("path") or event.get("stage_id")
                     kind = event["kind"]
                     if kind in ("stage.started", "stage.retry") and path is not None:

@@ -322,7 +322,7 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
                                  params.run_id, after_id=last)
             async for event in source:
                 if event["kind"] != TOKEN_KIND:
-                    last = max(last, int(event["id"]))
+                    last = int(event["id"])  # the last one sent: ids need not increase (several nodes)
                 yield event
             yield StreamResult({"events": [], "last_id": last, "more": False,
                                 "run": run_view(await _row(params.run_id))})
@@ -330,7 +330,10 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
         row = await _row(params.run_id)  # RunNotFoundError for an unknown run
         page = min(params.limit or limits.events_page_size, limits.events_page_size)
         # One more than the page: whether another page follows, without a second query.
-        rows = await journal.events(params.run_id, after_id=last, limit=page + 1)
+        # A finished run's events are final: read all of them; a running one's only the settled
+        # ones, so that the next page (after last_id) cannot pass an event committing meanwhile.
+        rows = await journal.events(params.run_id, after_id=last, limit=page + 1,
+                                    settled=not row.status.finished)
         events = [event_dict(e) for e in rows[:page]]
         if events:
             last = int(events[-1]["id"])

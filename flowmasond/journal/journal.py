@@ -356,8 +356,11 @@ class Journal:
         return PipelineConfig.model_validate_json(rows[0][0]) if rows else None
 
     async def events(self, run_id: str | None = None, *, after_id: int = 0,
-                     limit: int = _EVENTS_PAGE) -> list[EventRow]:
-        """Events with id greater than ``after_id``, oldest first (of one run, or of all)."""
+                     limit: int = _EVENTS_PAGE, settled: bool = True) -> list[EventRow]:
+        """Events after the event ``after_id``, oldest first (of one run, or of all).
+
+        ``settled`` matters to the PostgreSQL journal only (one writer here commits in id order).
+        """
         q = queries()
         if run_id is None:
             rows = await self._read("events", q.events_after,

@@ -13,6 +13,7 @@ SQLite journal's flock does for a state directory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -42,6 +43,7 @@ T = TypeVar("T")
 log = structlog.get_logger("flowmasond.journal")
 
 _EVENTS_PAGE = 1000
+_FOLLOW_POLL_S = 0.5
 READER_POOL_SIZE = 4
 CONNECT_TIMEOUT_S = 10
 PING_TIMEOUT_S = 5.0
@@ -412,14 +414,21 @@ class PgJournal:
         return PipelineConfig.model_validate_json(rows[0][0]) if rows else None
 
     async def events(self, run_id: str | None = None, *, after_id: int = 0,
-                     limit: int = _EVENTS_PAGE) -> list[EventRow]:
-        """Events with id greater than ``after_id``, oldest first (of one run, or of all)."""
+                     limit: int = _EVENTS_PAGE, settled: bool = True) -> list[EventRow]:
+        """Events after the event ``after_id`` in follower order (of one run, or of all).
+
+        Follower order is (writing transaction, id): with several writers, ids are not commit order.
+        ``settled`` (the default) returns only events of transactions older than every transaction
+        still in progress, so that resuming after the last one returned never skips an event that
+        commits later; False returns everything committed (for a last read: nothing follows it).
+        Resume with the last returned event's id (not the largest id).
+        """
         q = pg_queries()
+        params = {"after_id": after_id, "limit": limit, "settled": settled}
         if run_id is None:
-            rows = await self._fetch_dicts("events", q.events_after, {"after_id": after_id, "limit": limit})
+            rows = await self._fetch_dicts("events", q.events_after, params)
         else:
-            rows = await self._fetch_dicts("events", q.run_events_after,
-                                           {"run_id": run_id, "after_id": after_id, "limit": limit})
+            rows = await self._fetch_dicts("events", q.run_events_after, {**params, "run_id": run_id})
         return [EventRow.from_row(cast(Any, row)) for row in rows]
 
     async def follow(self, run_id: str | None = None, *, after_id: int = 0) -> AsyncIterator[EventRow]:
@@ -437,7 +446,12 @@ class PgJournal:
                 cursor = event.id
                 yield event
             if len(batch) < _EVENTS_PAGE:
-                await signal.wait()
+                # Other nodes' commits (and events held back behind their open transactions) wake
+                # no local signal: poll as well.
+                try:
+                    await asyncio.wait_for(signal.wait(), timeout=_FOLLOW_POLL_S)
+                except TimeoutError:
+                    pass
 
     async def count_runs_by_status(self) -> dict[str, int]:
         """How many runs the journal holds in each status."""

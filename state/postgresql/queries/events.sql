@@ -4,20 +4,36 @@
 INSERT INTO run_events (run_id, ts, kind, path, data)
 VALUES (%(run_id)s, %(now)s, %(kind)s, %(path)s, %(data)s::jsonb);
 
+-- Followers walk events in (xid, id) order and read only transactions older than the oldest one
+-- still in progress (migration 0004): every event below that horizon is final, and every event
+-- committed later has a larger xid, so a cursor (xid, id) never skips one. The public cursor stays
+-- an event id: after_id is resolved to its (xid, id) here (an unknown id, such as 0, means
+-- "events with a larger id", the pre-0004 rule). settled = false drops the horizon, for a last
+-- read of a finished run (nothing reads after it, so nothing can be skipped).
+
 -- name: events_after
-SELECT id, run_id, ts, kind, path, data::text FROM run_events
-WHERE id > %(after_id)s
-ORDER BY id
+WITH position AS (SELECT (SELECT xid FROM run_events WHERE id = %(after_id)s) AS xid)
+SELECT e.id, e.run_id, e.ts, e.kind, e.path, e.data::text FROM run_events e, position p
+WHERE CASE WHEN p.xid IS NULL THEN e.id > %(after_id)s
+           ELSE (e.xid, e.id) > (p.xid, %(after_id)s::bigint) END
+  AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
+ORDER BY e.xid, e.id
 LIMIT %(limit)s;
 
 -- name: run_events_after
-SELECT id, run_id, ts, kind, path, data::text FROM run_events
-WHERE run_id = %(run_id)s AND id > %(after_id)s
-ORDER BY id
+WITH position AS (SELECT (SELECT xid FROM run_events WHERE id = %(after_id)s AND run_id = %(run_id)s) AS xid)
+SELECT e.id, e.run_id, e.ts, e.kind, e.path, e.data::text FROM run_events e, position p
+WHERE e.run_id = %(run_id)s
+  AND CASE WHEN p.xid IS NULL THEN e.id > %(after_id)s
+           ELSE (e.xid, e.id) > (p.xid, %(after_id)s::bigint) END
+  AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
+ORDER BY e.xid, e.id
 LIMIT %(limit)s;
 
 -- name: last_event_id
-SELECT coalesce(max(id), 0) FROM run_events;
+-- The last event a follower can have read (the newest below the horizon, in follower order).
+SELECT coalesce((SELECT id FROM run_events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY xid DESC, id DESC LIMIT 1), 0);
 
 -- name: insert_log
 -- A chunk of a run deleted meanwhile is dropped (nothing to keep it for).
