@@ -18,12 +18,23 @@ Reconnection. The writer's session may drop (the server restarted, the network c
 New sessions are tried with a backoff (50 ms doubling to 2 s) for up to ``reconnect_timeout_s``;
 after that the group's requesters get a ``JournalError`` and the next group starts over. Every new
 session runs ``on_connect`` first (the single-owner lock), so nothing is written without it.
+
+Transient conflicts. With several nodes on one database (lease fences reading ``run_leases`` ``FOR
+SHARE``, takeovers updating it, stage-task claims) the writer's transaction may be chosen as a
+deadlock victim (SQLSTATE 40P01) or fail to serialize (40001). PostgreSQL has then rolled back its
+work (the statement, or the whole transaction at COMMIT), so the writer rolls the transaction back
+and runs the whole group again, as after a lost session (requests are functions of their
+parameters, rerun only on a transaction that left nothing behind), up to ``TRANSIENT_RETRIES``
+times with a short jittered backoff; the last try refuses the conflicting request alone, like any
+other failing request. Only these two SQLSTATEs are retried: a ``FencedError`` (or any other error
+of the daemon's own) never is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from collections import deque
@@ -45,6 +56,10 @@ log = structlog.get_logger("flowmasond.journal")
 DEFAULT_RECONNECT_TIMEOUT_S = 60.0
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+TRANSIENT_RETRIES = 5
+TRANSIENT_FIRST_S = 0.01
+TRANSIENT_MAX_S = 0.2
 
 
 def is_connection_lost(conn: Any, exc: BaseException) -> bool:
@@ -56,6 +71,16 @@ def is_connection_lost(conn: Any, exc: BaseException) -> bool:
                         errors.IdleSessionTimeout)):
         return True
     return isinstance(exc, psycopg.OperationalError) and (conn is None or conn.closed or conn.broken)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a driver error PostgreSQL asks to retry: a serialization failure or a deadlock victim.
+
+    Errors of the daemon's own (``FencedError`` first of all) are never transient, whatever caused them.
+    """
+    import psycopg
+
+    return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def translate(exc: BaseException, *, dsn: str, operation: str) -> FlowmasonError:
@@ -106,6 +131,14 @@ class _Lost(Exception):
         self.outcomes = outcomes or []
 
 
+class _Transient(Exception):
+    """The group's transaction lost a conflict (``cause``: 40001 or 40P01) and was rolled back."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class PgWriter:
     """Owns the writer session; serialises every write through one group-committing task."""
 
@@ -133,6 +166,7 @@ class PgWriter:
         self.reconnects = 0
         self.reconnecting = False  # True while the session is lost and being retried
         self.unknown_outcomes = 0  # COMMITs whose answer was lost (resolved with pg_xact_status)
+        self.transient_retries = 0  # groups run again after a deadlock or a serialization failure
         self._kill_after = int(os.environ.get(FAILPOINT_ENV) or 0)
         self.commit_observer: Callable[[float, int], None] | None = None
 
@@ -304,11 +338,21 @@ class PgWriter:
     async def _commit(self, group: list[_Request]) -> None:
         began = time.perf_counter()
         backoff = Backoff(self._reconnect_timeout_s)
+        conflicts = 0
         while True:
             try:
                 conn = await self._session(backoff)
-                outcomes = await self._run_group(conn, group)
+                outcomes = await self._run_group(conn, group, retry_transient=conflicts < TRANSIENT_RETRIES)
                 break
+            except _Transient as transient:
+                conflicts += 1
+                self.transient_retries += 1
+                log.warning("journal transaction conflicted, running it again", database=self._dsn,
+                            requests=len(group), sqlstate=getattr(transient.cause, "sqlstate", None),
+                            retry=conflicts)
+                # Jittered, so that two writers that just deadlocked do not meet again in step.
+                delay = min(TRANSIENT_FIRST_S * 2 ** (conflicts - 1), TRANSIENT_MAX_S)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - not cryptographic
             except _Lost as lost:
                 if lost.xid is not None:
                     self.unknown_outcomes += 1
@@ -385,12 +429,15 @@ class PgWriter:
         row = await cur.fetchone()
         return str(row[0])
 
-    async def _finish(self, conn: Any, cur: Any, xid: str, outcomes: list[tuple[bool, Any]]) -> None:
+    async def _finish(self, conn: Any, cur: Any, xid: str, outcomes: list[tuple[bool, Any]],
+                      retry_transient: bool) -> None:
         try:
             await cur.execute("COMMIT")
         except Exception as exc:
             if is_connection_lost(conn, exc):
                 raise _Lost(xid, outcomes) from exc
+            if retry_transient and is_transient(exc):
+                raise _Transient(exc) from exc  # a failed COMMIT has rolled everything back
             raise
 
     async def _rollback(self, conn: Any, cur: Any) -> None:
@@ -401,12 +448,14 @@ class PgWriter:
         except Exception as exc:  # noqa: BLE001 - a failing ROLLBACK must not hide the cause
             log.debug("journal rollback failed", error=str(exc))
 
-    async def _run_group(self, conn: Any, group: list[_Request]) -> list[tuple[bool, Any]]:
+    async def _run_group(self, conn: Any, group: list[_Request], *,
+                         retry_transient: bool) -> list[tuple[bool, Any]]:
         """The fast path: the whole group in pipeline mode, so statements that need no answer
         (BEGIN, the transaction id, the record inserts) travel together; COMMIT waits for the rest.
 
         A failure (which, pipelined, may surface at a later statement than its cause) rolls back and
-        sends the group down the slow path, which finds the failing request.
+        sends the group down the slow path, which finds the failing request; a transient conflict
+        (with ``retry_transient``) raises ``_Transient`` so that the whole group runs again.
         """
         cur = conn.cursor()
         xid_cur = conn.cursor()
@@ -420,17 +469,24 @@ class PgWriter:
             if is_connection_lost(conn, exc):
                 raise _Lost() from exc
             await self._rollback(conn, cur)
-            return await self._run_isolated(conn, group)
+            if retry_transient and is_transient(exc):
+                raise _Transient(exc) from exc
+            return await self._run_isolated(conn, group, retry_transient=retry_transient)
         except BaseException as exc:
             if not is_connection_lost(conn, exc):
                 await self._rollback(conn, cur)
             raise
         outcomes = [(True, value) for value in values]
-        await self._finish(conn, cur, str(row[0]), outcomes)
+        await self._finish(conn, cur, str(row[0]), outcomes, retry_transient)
         return outcomes
 
-    async def _run_isolated(self, conn: Any, group: list[_Request]) -> list[tuple[bool, Any]]:
-        """The slow path: one transaction, one savepoint per request."""
+    async def _run_isolated(self, conn: Any, group: list[_Request], *,
+                            retry_transient: bool) -> list[tuple[bool, Any]]:
+        """The slow path: one transaction, one savepoint per request.
+
+        A request losing a transient conflict (with ``retry_transient``) rolls the whole transaction
+        back and raises ``_Transient``: its other requests' locks may be what it conflicted on.
+        """
         cur = conn.cursor()
         try:
             xid = await self._begin(cur)
@@ -442,6 +498,8 @@ class PgWriter:
                 except Exception as exc:  # noqa: BLE001 - delivered to the requester
                     if is_connection_lost(conn, exc):
                         raise _Lost() from exc
+                    if retry_transient and is_transient(exc):
+                        raise _Transient(exc) from exc
                     await cur.execute("ROLLBACK TO SAVEPOINT request")
                     await cur.execute("RELEASE SAVEPOINT request")
                     outcomes.append((False, exc))
@@ -455,7 +513,7 @@ class PgWriter:
                 raise _Lost() from exc
             await self._rollback(conn, cur)
             raise
-        await self._finish(conn, cur, xid, outcomes)
+        await self._finish(conn, cur, xid, outcomes, retry_transient)
         return outcomes
 
     def _count(self, group: list[_Request], *, committed: bool) -> None:
