@@ -156,3 +156,42 @@ def test_a_follower_sees_every_committed_event_once_in_a_stable_order(
     for tags in scenario.committed:
         assert [tag for tag in scenario.seen if tag in tags] == tags
     assert scenario.seen == fresh
+
+
+async def test_a_journal_follower_gets_every_event_of_several_nodes_once(pg_dsn: str) -> None:
+    """Two journals commit events concurrently while a third session holds an earlier event uncommitted:
+    a third journal's follow() yields all of them once, each node's in the order it wrote them."""
+    nodes = [await PgJournal.open(pg_dsn, single_owner=False) for _ in range(3)]
+    held = await psycopg.AsyncConnection.connect(pg_dsn)
+    try:
+        await nodes[0].create_run("r", PIPELINE, {})
+        # The smallest id of all, committed last.
+        await held.execute(pg_queries().insert_event, {"run_id": "r", "now": time.time(), "kind": "test.event",
+                                                       "path": "held", "data": None})
+        written = {n: [f"n{n}-{i}" for i in range(15)] for n in (0, 1)}
+        expected = 1 + sum(len(tags) for tags in written.values())
+        seen: list[str] = []
+
+        async def follow() -> None:
+            async for event in nodes[2].follow("r"):  # its own writer never commits: no local wake-up
+                if event.kind == "test.event":
+                    seen.append(str(event.path))
+                    if len(seen) == expected:
+                        return
+
+        async def write(n: int) -> None:
+            for tag in written[n]:
+                await nodes[n].emit("r", "test.event", path=tag, durable=True)
+
+        follower = asyncio.ensure_future(follow())
+        await asyncio.gather(write(0), write(1))
+        await held.commit()
+        await asyncio.wait_for(follower, timeout=10)
+    finally:
+        await held.close()
+        for node in nodes:
+            await node.close()
+
+    assert sorted(seen) == sorted(["held", *written[0], *written[1]])
+    for tags in written.values():
+        assert [tag for tag in seen if tag in tags] == tags

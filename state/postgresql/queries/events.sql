@@ -12,23 +12,36 @@ VALUES (%(run_id)s, %(now)s, %(kind)s, %(path)s, %(data)s::jsonb);
 -- read of a finished run (nothing reads after it, so nothing can be skipped).
 
 -- name: events_after
-WITH position AS (SELECT (SELECT xid FROM run_events WHERE id = %(after_id)s) AS xid)
-SELECT e.id, e.run_id, e.ts, e.kind, e.path, e.data::text FROM run_events e, position p
-WHERE CASE WHEN p.xid IS NULL THEN e.id > %(after_id)s
-           ELSE (e.xid, e.id) > (p.xid, %(after_id)s::bigint) END
-  AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
-ORDER BY e.xid, e.id
-LIMIT %(limit)s;
+-- Two branches, one of them empty (a known cursor event, or not), each an index range scan.
+WITH position AS MATERIALIZED (SELECT (SELECT xid FROM run_events WHERE id = %(after_id)s) AS xid)
+SELECT * FROM (
+    (SELECT e.xid, e.id, e.run_id, e.ts, e.kind, e.path, e.data::text AS data FROM run_events e
+     WHERE (e.xid, e.id) > ((SELECT xid FROM position), %(after_id)s::bigint)
+       AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
+     ORDER BY e.xid, e.id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT e.xid, e.id, e.run_id, e.ts, e.kind, e.path, e.data::text FROM run_events e
+     WHERE (SELECT xid FROM position) IS NULL AND e.id > %(after_id)s
+       AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
+     ORDER BY e.xid, e.id LIMIT %(limit)s)
+) page
+ORDER BY xid, id;
 
 -- name: run_events_after
-WITH position AS (SELECT (SELECT xid FROM run_events WHERE id = %(after_id)s AND run_id = %(run_id)s) AS xid)
-SELECT e.id, e.run_id, e.ts, e.kind, e.path, e.data::text FROM run_events e, position p
-WHERE e.run_id = %(run_id)s
-  AND CASE WHEN p.xid IS NULL THEN e.id > %(after_id)s
-           ELSE (e.xid, e.id) > (p.xid, %(after_id)s::bigint) END
-  AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
-ORDER BY e.xid, e.id
-LIMIT %(limit)s;
+WITH position AS MATERIALIZED (
+    SELECT (SELECT xid FROM run_events WHERE id = %(after_id)s AND run_id = %(run_id)s) AS xid)
+SELECT * FROM (
+    (SELECT e.xid, e.id, e.run_id, e.ts, e.kind, e.path, e.data::text AS data FROM run_events e
+     WHERE e.run_id = %(run_id)s AND (e.xid, e.id) > ((SELECT xid FROM position), %(after_id)s::bigint)
+       AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
+     ORDER BY e.xid, e.id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT e.xid, e.id, e.run_id, e.ts, e.kind, e.path, e.data::text FROM run_events e
+     WHERE (SELECT xid FROM position) IS NULL AND e.run_id = %(run_id)s AND e.id > %(after_id)s
+       AND (NOT %(settled)s OR e.xid < pg_snapshot_xmin(pg_current_snapshot()))
+     ORDER BY e.xid, e.id LIMIT %(limit)s)
+) page
+ORDER BY xid, id;
 
 -- name: last_event_id
 -- The last event a follower can have read (the newest below the horizon, in follower order).
