@@ -28,6 +28,7 @@ from flowmasond.journal.connections import (SqliteThread, check_sqlite_version,
                                             check_synchronous, configure_writer,
                                             create_private_file, open_reader, storage_error)
 from flowmasond.journal.events import EventKind
+from flowmasond.journal.params import conflict_error, list_params, pin_params, status_values
 from flowmasond.journal.migrations import load_migrations, migrate, refuse_if_too_new
 from flowmasond.journal.owner import OwnerLock
 from flowmasond.journal.records import decode_snapshot
@@ -179,7 +180,7 @@ class Journal:
 
     async def pin_pipeline(self, pipeline: PipelineConfig) -> str:
         """Store ``pipeline``'s canonical JSON once; returns its content hash."""
-        pin = _pin_params(pipeline, self._clock())
+        pin = pin_params(pipeline, self._clock())
         await self._writer.write(partial(_pin, pin=pin), label=f"pin of {pipeline.id}")
         return str(pin["hash"])
 
@@ -197,7 +198,7 @@ class Journal:
         records it reuses, committed in the same transaction as the run itself.
         """
         now = self._clock()
-        pin = _pin_params(pipeline, now)
+        pin = pin_params(pipeline, now)
         try:
             inputs_json = dumps(inputs)
         except (TypeError, ValueError) as exc:
@@ -259,7 +260,7 @@ class Journal:
         two racing claims exactly one succeeds; the other raises ``RunConflictError``.
         """
         now = self._clock()
-        pin = _pin_params(pipeline, now) if pipeline is not None else None
+        pin = pin_params(pipeline, now) if pipeline is not None else None
         return await self._writer.write(partial(_record_resume, run_id=run_id, pin=pin, now=now,
                                                 expected=_statuses_json(expected)),
                                         label=f"resume of run {run_id}")
@@ -593,12 +594,6 @@ class Journal:
 # -- work functions: run on the writer connection -------------------------------------------
 
 
-def _pin_params(pipeline: PipelineConfig, now: float) -> dict[str, Any]:
-    canonical = pipeline.canonical_json()
-    return {"hash": pipeline.content_hash(), "pipeline_id": pipeline.id,
-            "definition": canonical, "now": now}
-
-
 def _fetch(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
     return conn.execute(sql, params).fetchall()
 
@@ -642,7 +637,7 @@ def _create_run(conn: sqlite3.Connection, pin: dict[str, Any], params: dict[str,
 
 
 def _statuses_json(statuses: Iterable[RunStatus]) -> str:
-    return dumps(sorted(RunStatus(s).value for s in statuses))
+    return dumps(status_values(statuses))
 
 
 def _conflict(conn: sqlite3.Connection, run_id: str, wanted: str, expected: str) -> RunConflictError:
@@ -650,9 +645,7 @@ def _conflict(conn: sqlite3.Connection, run_id: str, wanted: str, expected: str)
     row = conn.execute(queries().run_status, {"run_id": run_id}).fetchone()
     if row is None:
         raise RunNotFoundError(run_id=run_id)
-    return RunConflictError(f"run is {row[0]}: another operation changed it first ({wanted} needs "
-                            f"one of {', '.join(json.loads(expected))})",
-                            run_id=run_id, status=row[0], wanted=wanted)
+    return conflict_error(run_id, row[0], wanted, json.loads(expected))
 
 
 def _set_status(conn: sqlite3.Connection, params: dict[str, Any],
@@ -715,14 +708,10 @@ def _increment_recovery(conn: sqlite3.Connection, run_id: str, now: float) -> in
 def _list_params(status: RunStatus | Iterable[RunStatus] | None, pipeline_id: str | None,
                  since: float | None, until: float | None, schedule_id: str | None,
                  parent_run_id: str | None) -> dict[str, Any]:
-    if status is None:
-        statuses = None
-    elif isinstance(status, RunStatus):
-        statuses = dumps([status.value])
-    else:
-        statuses = dumps([s.value for s in status])
-    return {"statuses": statuses, "pipeline_id": pipeline_id, "since": since, "until": until,
-            "schedule_id": schedule_id, "parent_run_id": parent_run_id}
+    params = list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
+    if params["statuses"] is not None:
+        params["statuses"] = dumps(params["statuses"])  # for json_each
+    return params
 
 
 def _statuses_or_all(statuses: Iterable[RunStatus] | None) -> str | None:

@@ -27,9 +27,10 @@ import structlog
 
 from flowmasond.engine.interfaces import Record, RunSnapshot, RunStatus, UsageMetrics
 from flowmasond.engine.models import PipelineConfig
-from flowmasond.errors import FlowmasonError, JournalError, JournalLockedError, RunConflictError, RunNotFoundError
+from flowmasond.errors import FlowmasonError, JournalError, JournalLockedError, RunNotFoundError
 from flowmasond.journal.events import EventKind
 from flowmasond.journal.journal import ScheduleRecord
+from flowmasond.journal.params import conflict_error, list_params, pin_params, status_values
 from flowmasond.journal.postgres.fence import NoFence, RunFence
 from flowmasond.journal.postgres.records import (PgRunStore, encode_records, insert_records, pg_dumps,
                                                  pg_dumps_or_none, pg_text, read_snapshot)
@@ -185,7 +186,7 @@ class PgJournal:
 
     async def pin_pipeline(self, pipeline: PipelineConfig) -> str:
         """Store ``pipeline``'s canonical JSON once; returns its content hash."""
-        pin = _pin_params(pipeline, self._clock())
+        pin = pin_params(pipeline, self._clock())
 
         async def work(cur: Any) -> None:
             await cur.execute(pg_queries().pin_pipeline, pin)
@@ -202,7 +203,7 @@ class PgJournal:
                          seed: list[Record] | None = None) -> RunRow:
         """Record a new run pinned to ``pipeline`` (pinning it if needed); see ``Journal.create_run``."""
         now = self._clock()
-        pin = _pin_params(pipeline, now)
+        pin = pin_params(pipeline, now)
         try:
             inputs_json = pg_dumps(inputs)
         except (TypeError, ValueError) as exc:
@@ -257,7 +258,7 @@ class PgJournal:
             error_json = pg_dumps_or_none(error_dict)
         except (TypeError, ValueError) as exc:
             raise JournalError(f"run output is not JSON-serialisable: {exc}", run_id=run_id) from exc
-        wanted = _statuses(expected)
+        wanted = status_values(expected)
         now = self._clock()
         params = {"run_id": run_id, "status": status.value, "output": output_json, "error": error_json,
                   "finished": status.finished, "now": now, "expected": wanted}
@@ -269,7 +270,7 @@ class PgJournal:
             previous = await _locked_status(cur, run_id)
             await cur.execute(q.update_run_status, params)
             if await cur.fetchone() is None:
-                raise _conflict(run_id, previous, status.value, wanted)
+                raise conflict_error(run_id, previous, status.value, wanted)
             await _event(cur, run_id, now, EventKind.RUN_STATUS,
                          pg_dumps({"status": status.value, "previous": previous, "error": error_dict}))
             return RunStatus(previous)
@@ -280,8 +281,8 @@ class PgJournal:
                             pipeline: PipelineConfig | None = None) -> int:
         """Claim ``run_id`` for a resume (back to ``pending``); returns the new ``resumed_count``."""
         now = self._clock()
-        pin = _pin_params(pipeline, now) if pipeline is not None else None
-        wanted = _statuses(expected)
+        pin = pin_params(pipeline, now) if pipeline is not None else None
+        wanted = status_values(expected)
         fence = self._fence
 
         async def work(cur: Any) -> int:
@@ -298,7 +299,7 @@ class PgJournal:
                                                 "pipeline_hash": pin["hash"] if pin else None})
             claimed = await cur.fetchone()
             if claimed is None:
-                raise _conflict(run_id, previous, RunStatus.PENDING.value, wanted)
+                raise conflict_error(run_id, previous, RunStatus.PENDING.value, wanted)
             count = int(claimed[0])
             await _event(cur, run_id, now, EventKind.RUN_STATUS,
                          pg_dumps({"status": RunStatus.PENDING.value, "previous": previous, "error": None}))
@@ -374,7 +375,7 @@ class PgJournal:
                         schedule_id: str | None = None, parent_run_id: str | None = None,
                         cursor: tuple[float, str] | None = None) -> list[RunRow]:
         """Runs newest first, filtered (every None matches all); ``cursor``: after that run."""
-        params = _list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
+        params = list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
         params.update({"limit": limit, "offset": offset, "cursor_at": cursor[0] if cursor else None,
                        "cursor_id": cursor[1] if cursor else None})
         rows = await self._fetch_dicts("list_runs", pg_queries().list_runs, params)
@@ -385,7 +386,7 @@ class PgJournal:
                          until: float | None = None, schedule_id: str | None = None,
                          parent_run_id: str | None = None) -> int:
         """How many runs ``list_runs`` would list with these filters (without paging)."""
-        params = _list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
+        params = list_params(status, pipeline_id, since, until, schedule_id, parent_run_id)
         rows = await self._fetch("count_runs", pg_queries().count_runs, params)
         return int(rows[0][0])
 
@@ -766,35 +767,8 @@ async def _locked_status(cur: Any, run_id: str) -> str:
     return str(row[0])
 
 
-def _conflict(run_id: str, current: str, wanted: str, expected: list[str]) -> RunConflictError:
-    return RunConflictError(f"run is {current}: another operation changed it first ({wanted} needs "
-                            f"one of {', '.join(expected)})", run_id=run_id, status=current, wanted=wanted)
-
-
-def _pin_params(pipeline: PipelineConfig, now: float) -> dict[str, Any]:
-    return {"hash": pipeline.content_hash(), "pipeline_id": pipeline.id,
-            "definition": pipeline.canonical_json(), "now": now}
-
-
-def _statuses(statuses: Iterable[RunStatus]) -> list[str]:
-    return sorted(RunStatus(s).value for s in statuses)
-
-
 def _statuses_or_all(statuses: Iterable[RunStatus] | None) -> list[str] | None:
-    return None if statuses is None else _statuses(statuses)
-
-
-def _list_params(status: RunStatus | Iterable[RunStatus] | None, pipeline_id: str | None,
-                 since: float | None, until: float | None, schedule_id: str | None,
-                 parent_run_id: str | None) -> dict[str, Any]:
-    if status is None:
-        statuses = None
-    elif isinstance(status, RunStatus):
-        statuses = [status.value]
-    else:
-        statuses = [RunStatus(s).value for s in status]
-    return {"statuses": statuses, "pipeline_id": pipeline_id, "since": since, "until": until,
-            "schedule_id": schedule_id, "parent_run_id": parent_run_id}
+    return None if statuses is None else status_values(statuses)
 
 
 def _candidate(row: tuple[Any, ...]) -> dict[str, Any]:
