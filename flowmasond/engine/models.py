@@ -11,7 +11,8 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator,
+                      model_validator)
 
 # Template roots: a stage with one of these ids would make ``{{input.x}}`` ambiguous.
 RESERVED_STAGE_IDS = frozenset({"input", "upstream", "env", "context"})
@@ -115,7 +116,7 @@ class StageConfig(BaseModel):
     component_package: str | None = None
     # flowmasond: this leaf stage may run on any cluster node's stage workers (None: the
     # pipeline's `distribute`). Control-flow stages always run on the run's owner.
-    distribute: bool | None = None
+    distribute: StrictBool | None = None  # "yes" is an error, as for component flags
 
     @model_validator(mode="before")
     @classmethod
@@ -165,7 +166,7 @@ class PipelineConfig(BaseModel):
     compositions: list[str] = Field(default_factory=list)
     # flowmasond: the leaf stages of this pipeline may run on any cluster node's stage workers
     # (a stage's own `distribute` wins). Without [cluster] every stage runs locally.
-    distribute: bool | None = None
+    distribute: StrictBool | None = None  # "yes" is an error, as for component flags
 
     def stage(self, stage_id: str) -> StageConfig:
         for stage in self.stages:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from flowmasond.engine.checkpoint import MemoryRunStore
 from flowmasond.engine.executor import UniversalExecutor
 from flowmasond.engine.interfaces import ComponentResult, RecordKind, RunSnapshot, RunStatus, StageTask
+from flowmasond.engine.models import PipelineConfig
 from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.errors import UnsafeToRepeatError
 from flowmasond.pipelines.validation import validate_pipeline
@@ -126,6 +130,15 @@ def test_distribute_on_a_control_flow_stage_is_an_error_naming_stage_and_field(r
 
     assert [(i.stage, i.field) for i in issues] == [("loop", "distribute")]
     assert "leaf stages" in issues[0].message
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, "on"])
+def test_distribute_is_a_strict_flag_on_the_pipeline_and_on_a_stage(value: object) -> None:
+    """`"distribute": "yes"` (or 1) is an error naming the field, not a quiet True (as for component flags)."""
+    for document in ({"id": "p", "distribute": value, "stages": [{"id": "a", "component": "record"}]},
+                     {"id": "p", "stages": [{"id": "a", "component": "record", "distribute": value}]}):
+        with pytest.raises(ValidationError, match="distribute"):
+            PipelineConfig.model_validate(document)
 
 
 def test_a_pipeline_without_distribute_keeps_its_content_hash() -> None:
