@@ -27,7 +27,7 @@ import structlog
 
 from flowmasond.cluster.fence import LeaseFence
 from flowmasond.cluster.sql import cluster_queries, column
-from flowmasond.errors import JournalError, RunConflictError
+from flowmasond.errors import JournalError, JournalLockedError, RunConflictError
 
 if TYPE_CHECKING:
     import psycopg
@@ -85,8 +85,14 @@ class ClusterNode:
         self.scheduler = scheduler
         q = cluster_queries()
         params = {"node_id": self.node_id, "host": socket.gethostname(), "pid": os.getpid(),
-                  "socket": self.socket_path}
-        await self._execute(q.register_node, params)
+                  "socket": self.socket_path, "lease_s": self.lease_s}
+        if not await self._fetch(q.register_node, params):
+            holder = await self._fetch(q.node_holder, {"node_id": self.node_id})
+            host, pid, age = holder[0] if holder else ("?", "?", 0.0)
+            raise JournalLockedError(
+                f"node id {self.node_id!r} is in use by host {host} (pid {pid}, heartbeat "
+                f"{float(age):.1f} s ago); give each node its own [cluster] node_id",
+                node_id=self.node_id, host=host, pid=pid)
         # Same node id, new process: whatever the last one held is not executing any more.
         await self._execute(q.expire_node_leases, {"node_id": self.node_id})
         self._task = asyncio.create_task(self._beat(), name="cluster heartbeat")

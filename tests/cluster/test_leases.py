@@ -281,3 +281,31 @@ async def test_a_node_stopped_inside_a_commit_has_its_sessions_ended_once_its_he
     assert fence.checks == 2  # the ended transaction, then the writer's retry on a new session
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute(b"SELECT run_id, path FROM run_records").fetchall() == [("r", "a")]
+
+
+async def test_a_node_id_beating_on_another_host_is_refused_and_its_leases_kept(pg_dsn: str) -> None:
+    """The same [cluster] node_id copied to a second machine: that node refuses to start (naming the
+    other host) instead of expiring the leases of the live one; once the other's heartbeat is a lease
+    old the id can be taken."""
+    from flowmasond.errors import JournalLockedError
+
+    await _schema(pg_dsn)
+    await _add_runs(pg_dsn, ["r1"])
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(b"INSERT INTO nodes (node_id, host, pid, socket, started_at, heartbeat_at)"
+                           b" VALUES ('x', 'elsewhere', 4242, '/tmp/x.sock', now(), now())")
+        await conn.execute(b"INSERT INTO run_leases (run_id, node_id, epoch, taken_at, expires_at)"
+                           b" VALUES ('r1', 'x', nextval('run_lease_epochs'), now(), now() + interval '1 hour')")
+    twin = _node(pg_dsn, "x")
+    with pytest.raises(JournalLockedError, match="elsewhere"):
+        await twin.start(None)  # type: ignore[arg-type]
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        live = (await (await conn.execute(b"SELECT expires_at > now() FROM run_leases WHERE run_id = 'r1'"))
+                .fetchone())
+        assert live == (True,)
+        await conn.execute(b"UPDATE nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = 'x'")
+    heir = _node(pg_dsn, "x")
+    try:
+        await heir.start(None)  # type: ignore[arg-type]
+    finally:
+        await heir.stop()

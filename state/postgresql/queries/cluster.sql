@@ -2,11 +2,22 @@
 -- now() for a lease's start and end, clock_timestamp() for the fence (the moment of the commit).
 
 -- name: register_node
+-- A node id still beating on another host is refused (no row returned): the same id copied into two
+-- machines' configuration would expire each other's leases. On its own host a restart takes the id
+-- at once (the state directory's lock already keeps two daemons of one directory apart).
 INSERT INTO nodes (node_id, host, pid, socket, started_at, heartbeat_at, stopped_at)
 VALUES (%(node_id)s, %(host)s, %(pid)s, %(socket)s, now(), now(), NULL)
 ON CONFLICT (node_id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,
     socket = EXCLUDED.socket, started_at = EXCLUDED.started_at,
-    heartbeat_at = EXCLUDED.heartbeat_at, stopped_at = NULL;
+    heartbeat_at = EXCLUDED.heartbeat_at, stopped_at = NULL
+WHERE nodes.stopped_at IS NOT NULL
+   OR nodes.host = EXCLUDED.host
+   OR nodes.heartbeat_at < now() - make_interval(secs => %(lease_s)s)
+RETURNING node_id;
+
+-- name: node_holder
+SELECT host, pid, extract(epoch FROM now() - heartbeat_at) AS heartbeat_age_s
+FROM nodes WHERE node_id = %(node_id)s;
 
 -- name: expire_node_leases
 UPDATE run_leases SET expires_at = now() WHERE node_id = %(node_id)s;
