@@ -191,3 +191,37 @@ def test_schedules_stage_logs_and_pauses_work_through_the_postgresql_journal(
     assert fires and all(count == 1 for _, count in fires)
     assert len({t for _, t in fired_runs()}) == len(fired_runs())  # one run per fire time
     assert listed["tick/every"]["paused"] is True
+
+
+def test_a_daemon_started_before_its_database_waits_for_it_then_runs(
+        daemon_factory: Callable[..., DaemonProcess], write_pipeline: Callable[..., Path], pg_dsn: str,
+        pg_server: PgServer, tmp_path: Path) -> None:
+    """The server is down when the daemon starts: it logs that it waits, then opens the journal once it is up."""
+    write_pipeline(GATED)
+    pg_server.stop()
+    daemon = daemon_factory(config=_pg_config(pg_dsn)).start(wait=False)
+    _wait_until(lambda: "journal waiting for the database" in daemon.log(), "the daemon to report the wait")
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+    pg_server.start()
+    daemon.wait_ready()
+    run_id, _ledger, gate = _start_gated(daemon, tmp_path)
+    gate.touch()
+
+    assert daemon.wait_for_status(run_id, {"succeeded", "failed"})["status"] == "succeeded"
+    assert "journal database reachable" in daemon.log()
+
+
+def test_a_database_that_stays_down_past_the_reconnect_timeout_stops_the_start_with_exit_1(
+        daemon_factory: Callable[..., DaemonProcess], pg_dsn: str, pg_server: PgServer) -> None:
+    """Still unreachable after reconnect_timeout_s: the daemon exits 1 naming the database, not a traceback."""
+    pg_server.stop()
+    config = _pg_config(pg_dsn)
+    config["journal"]["reconnect_timeout_s"] = 1.0
+    daemon = daemon_factory(config=config).start(wait=False)
+    assert daemon.proc is not None
+    code = daemon.proc.wait(timeout=30)
+
+    assert code == 1
+    assert "journal connect failed" in daemon.log()
+    assert "journal waiting for the database" in daemon.log()

@@ -48,6 +48,7 @@ _FOLLOW_POLL_S = 0.5
 READER_POOL_SIZE = 4
 CONNECT_TIMEOUT_S = 10
 PING_TIMEOUT_S = 5.0
+_WAIT_LOG_EVERY_S = 5.0
 
 
 def describe_dsn(dsn: str) -> str:
@@ -105,10 +106,7 @@ class PgJournal:
         options = _Options(dsn=dsn, label=describe_dsn(dsn),
                            single_owner=fence is None if single_owner is None else single_owner,
                            reconnect_timeout_s=reconnect_timeout_s)
-        try:
-            first = await _connect(dsn)
-        except Exception as exc:  # noqa: BLE001 - reported with the database named, password left out
-            raise translate(exc, dsn=options.label, operation="connect") from exc
+        first = await _connect_at_start(dsn, options.label, reconnect_timeout_s)
         try:
             applied = await migrate(first, now=clock())
             if applied:
@@ -727,6 +725,34 @@ class PgJournal:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+async def _connect_at_start(dsn: str, label: str, timeout_s: float) -> Any:
+    """The first session, waiting up to ``timeout_s`` for a server that is not accepting connections yet.
+
+    A daemon often starts before its database (boot order, a failover in progress): it waits as it
+    would for a lost session, logging why every few seconds, instead of exiting at once.
+    """
+    import psycopg
+
+    backoff = Backoff(timeout_s)
+    attempts, next_log = 0, 0.0
+    while True:
+        attempts += 1
+        try:
+            conn = await _connect(dsn)
+        except Exception as exc:  # noqa: BLE001 - reported with the database named, password left out
+            if not isinstance(exc, psycopg.OperationalError) or backoff.expired:
+                raise translate(exc, dsn=label, operation="connect") from exc
+            if time.monotonic() >= next_log:
+                log.warning("journal waiting for the database", database=label, attempts=attempts,
+                            error=str(exc).strip(), gives_up_in_s=round(backoff.deadline - time.monotonic(), 1))
+                next_log = time.monotonic() + _WAIT_LOG_EVERY_S
+            await backoff.wait()
+            continue
+        if attempts > 1:
+            log.info("journal database reachable", database=label, attempts=attempts)
+        return conn
 
 
 async def _connect(dsn: str) -> Any:
