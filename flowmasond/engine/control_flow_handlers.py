@@ -285,6 +285,7 @@ class ControlFlowHandler:
                         input: Any) -> tuple[ComponentResult, StateUpdates]:
         from flowmasond.engine.dag import Catcher
 
+        withdrawn: StateUpdates = []
         propagate = input.error_scope == "propagate"
         caught = self._caught(run, path)
         uncaught: ComponentResult | None = None
@@ -311,6 +312,8 @@ class ControlFlowHandler:
                 if try_run is not run:
                     if caught is None:
                         run.take_return(try_run)  # the catch phase, and its return, are gone
+                        # ... from the journal too, committed with this trycatch's result
+                        withdrawn = self._fired_returns(run, f"{path}/", input.catch_stages)
                     else:
                         run.adopt_return(try_run)
                 if try_scope.failed is not None and caught is None:
@@ -374,14 +377,22 @@ class ControlFlowHandler:
             return ComponentResult(stage_id=stage.id, component_type=stage.component_type,
                                    status=StageStatus.FAILED, output=output,
                                    error=f"stage '{result.stage_id}' failed: {result.error}",
-                                   error_type=result.error_type), []
+                                   error_type=result.error_type), withdrawn
         if caught is not None and propagate:
             return ComponentResult(stage_id=stage.id, component_type=stage.component_type,
                                    status=StageStatus.FAILED, output=output,
                                    error=f"stage '{caught.stage}' failed: {caught.message}",
                                    error_type=ErrorType(caught.error_type) if caught.error_type
-                                   else ErrorType.UNKNOWN), []
-        return _success(stage, output), []
+                                   else ErrorType.UNKNOWN), withdrawn
+        return _success(stage, output), withdrawn
+
+    @staticmethod
+    def _fired_returns(run: ExecutingRun, prefix: str, members: list[str]) -> StateUpdates:
+        """Each return that fired inside ``members`` (at ``prefix``), as the state withdrawing it."""
+        from flowmasond.engine.dag import _under
+
+        return [(p, ControlFlowState.return_withdrawn()) for p, state in run.flow.items()
+                if state.kind == "return" and state.returned and _under(p, prefix, members)]
 
     @staticmethod
     def _caught(run: ExecutingRun, path: str) -> Any:

@@ -102,6 +102,13 @@ class ControlFlowState:
         """A return whose condition held: the run ends with ``value``."""
         return cls(kind="return", returned=True, return_value=value, message=message)
 
+    @classmethod
+    def return_withdrawn(cls) -> ControlFlowState:
+        """A return that fired in a catch phase which no longer stands (a resume ran the try stages
+        again and they succeeded): it supersedes the journaled one, so a later resume does not end
+        the run with it."""
+        return cls(kind="return", returned=False, message="withdrawn: the try stages succeeded on resume")
+
     # -- encoding -----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The journaled form: version, kind and the fields this kind uses."""

@@ -163,3 +163,30 @@ async def test_finally_waits_for_the_resumed_run_when_the_daemon_stops(run, ledg
 
     assert resumed.status is RunStatus.SUCCEEDED, resumed.error
     assert ran(ledger) == ["tc/cleanup"]
+
+
+async def test_a_catch_return_withdrawn_by_a_successful_retry_of_the_try_stays_withdrawn(
+        run, ledger: str) -> None:
+    """A propagated failure's catch fired a return; a resume ran the try again and it succeeded, so
+    that return no longer stands. A later resume of the same run must not bring it back: the stage
+    after the trycatch runs and the run ends with its own output, as if the try had succeeded at once."""
+    definition = {"stages": [
+        {"id": "tc", "component": "trycatch",
+         "config": {"try_stages": ["work"], "catch_stages": ["ret"], "error_scope": "propagate"}},
+        {"id": "work", "component": "fail", "config": {"fail_attempts": 1, "message": "transient"}},
+        {"id": "ret", "component": "return", "config": {"condition": True, "return_value": "from catch"}},
+        {"id": "after", "component": "fail", "depends_on": ["tc"],
+         "config": {"fail_attempts": 1, "message": "after failed once"}},
+    ]}
+    store = MemoryRunStore()
+    first = await run(definition, store=store, run_id="run-1")
+    assert first.status is RunStatus.FAILED
+    assert store.snapshot.states["tc/ret"].returned  # the catch's return fired and was journaled
+    second = await run(definition, store=store, run_id="run-1", snapshot=store.snapshot.for_resume())
+    assert second.status is RunStatus.FAILED, "the stage after the trycatch fails once"
+    assert second.results["tc"].output["status"] == "success"
+    third = await run(definition, store=store, run_id="run-1", snapshot=store.snapshot.for_resume())
+
+    assert third.status is RunStatus.SUCCEEDED, third.error
+    assert third.results["after"].output == {"attempt": 2}
+    assert not store.snapshot.states["tc/ret"].returned
