@@ -61,6 +61,8 @@ ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 # After the shutdown grace, how long runs get to journal their final status before their tasks
 # are cancelled (a stage that ignores cancellation would otherwise hold the stop forever).
 SHUTDOWN_STATUS_MARGIN_S = 10.0
+# How often a queued run polls the journal for the runs it waits for on other nodes.
+ELSEWHERE_POLL_S = 0.25
 
 
 class RunOwnership(Protocol):
@@ -281,18 +283,24 @@ class RunManager:
                            token=CancellationToken(grace_s=self.config.cancel_grace_s), schedule_id=schedule_id,
                            breaks=breaks or RunBreaks())
         previous = [a.task for rid in after if (a := self._active.get(rid)) is not None and a.task is not None]
+        # With several nodes a run to wait for may execute on another one: its status is followed
+        # in the journal (a single daemon executes every active run itself).
+        elsewhere = [rid for rid in after if rid not in self._active] if self.ownership is not None else []
         self._active[run_id] = active
-        active.task = asyncio.create_task(self._drive(active, pipeline, inputs, snapshot, force, previous),
-                                          name=f"run {run_id}")
+        active.task = asyncio.create_task(self._drive(active, pipeline, inputs, snapshot, force, previous,
+                                                      elsewhere), name=f"run {run_id}")
         return active
 
     async def _drive(self, active: ActiveRun, pipeline: PipelineConfig, inputs: dict[str, Any],
-                     snapshot: Any, force: bool, previous: Sequence[asyncio.Task[None]] = ()) -> None:
+                     snapshot: Any, force: bool, previous: Sequence[asyncio.Task[None]] = (),
+                     elsewhere: Sequence[str] = ()) -> None:
         run_id = active.run_id
         bound = log.bind(run_id=run_id, pipeline_id=pipeline.id)
         try:
             if previous:
                 await _finished_or_cancelled(previous, active.token)
+            if elsewhere:
+                await _finished_elsewhere(self.journal, elsewhere, active.token)
             async with self._slot(active):
                 if active.token.cancelled:
                     status = RunStatus.INTERRUPTED if active.token.reason == SHUTDOWN else RunStatus.CANCELLED
@@ -843,6 +851,17 @@ def check_stages(pipeline: PipelineConfig, stage_ids: Sequence[str], *, run_id: 
         if stage_id not in known:
             raise StageNotFoundError(f"no stage {stage_id!r} in pipeline '{pipeline.id}'", run_id=run_id,
                                      pipeline_id=pipeline.id, stage=stage_id, stages=sorted(known))
+
+
+async def _finished_elsewhere(journal: Any, run_ids: Sequence[str], token: CancellationToken) -> None:
+    """Wait until none of ``run_ids`` (executing on other nodes) is active any more, or ``token`` is cancelled."""
+    waiting = list(run_ids)
+    while waiting and not token.cancelled:
+        statuses = await journal.run_statuses(waiting)
+        waiting = [rid for rid in waiting if statuses.get(rid) in (*ACTIVE, RunStatus.PAUSED)]
+        if waiting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(token.wait(), ELSEWHERE_POLL_S)
 
 
 async def _finished_or_cancelled(tasks: Sequence[asyncio.Task[None]], token: CancellationToken) -> None:

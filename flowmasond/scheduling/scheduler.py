@@ -16,26 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from flowmasond.engine.dag import new_run_id
+from flowmasond.engine.interfaces import RunStatus
 from flowmasond.engine.models import ScheduleConfig
 from flowmasond.errors import FlowmasonError, InvalidStateError, PipelineNotFoundError, RunNotFoundError
 from flowmasond.scheduling.clock import Clock, SystemClock
 from flowmasond.scheduling.cron import CronSchedule
 from flowmasond.scheduling.entries import (FireAction, FireResult, ScheduleKey, ScheduleNotFoundError,
                                            TrackedSchedule, find_schedule)
-from flowmasond.scheduling.policy import OverlapDecision, decide_overlap, plan_catch_up
+from flowmasond.scheduling.policy import ActiveRunView, OverlapDecision, decide_overlap, plan_catch_up
 
 if TYPE_CHECKING:
     from flowmasond.config import DaemonConfig
     from flowmasond.journal import Journal
     from flowmasond.journal.journal import ScheduleRecord
     from flowmasond.pipelines.catalog import PipelineCatalog
-    from flowmasond.runs import ActiveRun, RunManager
+    from flowmasond.runs import RunManager
 
 log = structlog.get_logger("flowmasond.scheduling.scheduler")
 
@@ -43,6 +45,18 @@ log = structlog.get_logger("flowmasond.scheduling.scheduler")
 MAX_SLEEP_S = 30.0
 # stop() lets a pass that is recording fires finish (a fire must not be left half-done) this long.
 STOP_TIMEOUT_S = 10.0
+# Cluster mode: the statuses in which another node's run of a schedule counts for its overlap policy
+# (an interrupted run waits for an operator or a claim, and must not hold its schedule meanwhile).
+OTHER_NODES_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
+OTHER_NODES_LIMIT = 100
+
+
+@dataclass(slots=True)
+class _RunElsewhere:
+    """A run of a schedule that another node executes, as the overlap rule sees it."""
+
+    run_id: str
+    running: bool
 
 
 class SchedulerHost(Protocol):
@@ -289,7 +303,7 @@ class Scheduler:
                 log.warning("schedule_fire_without_run", schedule=schedule.name, run_id=record.last_run_id,
                             fire_time=schedule.cron.describe(record.last_fire_time))
                 await self._start_run(schedule, record.last_fire_time, record.last_run_id,
-                                      OverlapDecision(start=True, after=tuple(self._waits_for(schedule))))
+                                      OverlapDecision(start=True, after=tuple(await self._waits_for(schedule))))
             await self._catch_up(schedule, now)
         except FlowmasonError as exc:
             log.error("schedule_catch_up_failed", schedule=schedule.name, error=str(exc))
@@ -318,17 +332,17 @@ class Scheduler:
 
     async def _fire_in_order(self, schedule: TrackedSchedule, fires: list[float]) -> None:
         """Catch-up fires: each run waits for the one before (and for active runs), unless overlap allows."""
-        after = self._waits_for(schedule)
+        after = await self._waits_for(schedule)
         for fire_time in fires:
             result = await self._fire(schedule, fire_time, after=after)
             if result.run_id is not None and result.action in ("started", "queued") \
                     and schedule.config.overlap != "allow":
                 after = [result.run_id]
 
-    def _waits_for(self, schedule: TrackedSchedule) -> list[str]:
+    async def _waits_for(self, schedule: TrackedSchedule) -> list[str]:
         if schedule.config.overlap == "allow":
             return []
-        return [run.run_id for run in self._active_runs(schedule)]
+        return [run.run_id for run in await self._active_runs(schedule)]
 
     # -- firing ---------------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -395,7 +409,7 @@ class Scheduler:
         except PipelineNotFoundError as exc:  # removed; the next sync drops the schedule
             return FireResult(fire_time, "failed", reason=str(exc))
         if after is None:
-            decision = decide_overlap(schedule.config.overlap, self._active_runs(schedule))
+            decision = decide_overlap(schedule.config.overlap, await self._active_runs(schedule))
         else:
             decision = OverlapDecision(start=True, after=tuple(after))
         run_id = new_run_id() if decision.start else None
@@ -437,9 +451,21 @@ class Scheduler:
         return FireResult(fire_time, action, run_id=run_id)
 
     # -- views ----------------------------------------------------------------------------------
-    def _active_runs(self, schedule: TrackedSchedule) -> list[ActiveRun]:
-        return [run for run in self.runs.active.values()
-                if run.schedule_id == schedule.config.id and run.pipeline_id == schedule.pipeline_id]
+    async def _active_runs(self, schedule: TrackedSchedule) -> list[ActiveRunView]:
+        """The schedule's runs still going: this node's, and with several nodes the others' too,
+        so an overlap policy holds across the cluster, not per node."""
+        local: list[ActiveRunView] = [
+            run for run in self.runs.active.values()
+            if run.schedule_id == schedule.config.id and run.pipeline_id == schedule.pipeline_id]
+        if self.runs.ownership is None:
+            return local
+        mine = {run.run_id for run in local}
+        rows = await self.journal.list_runs(status=OTHER_NODES_ACTIVE, pipeline_id=schedule.pipeline_id,
+                                            schedule_id=schedule.config.id, limit=OTHER_NODES_LIMIT)
+        # Oldest first, as the local ones are (the ``skip`` reason names the first).
+        others = [_RunElsewhere(row.run_id, row.status is not RunStatus.PENDING)
+                  for row in reversed(rows) if row.run_id not in mine]
+        return [*local, *others]
 
     def _active_by_schedule(self) -> dict[ScheduleKey, int]:
         counts: dict[ScheduleKey, int] = {}
