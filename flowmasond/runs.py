@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from flowmasond.config import DaemonConfig
     from flowmasond.engine.registry import ComponentRegistry
     from flowmasond.journal import Journal
+    from flowmasond.journal.rows import RunRow
     from flowmasond.pipelines.catalog import PipelineCatalog
 
 log = structlog.get_logger("flowmasond.runs")
@@ -233,6 +234,15 @@ class RunManager:
         ``after``: runs this one waits for (until they finish) before it takes a concurrency slot;
         the scheduler uses it for the ``queue`` and ``cancel_previous`` overlap policies.
         """
+        row = await self.start_run(pipeline_id, inputs, schedule_id=schedule_id, fire_time=fire_time,
+                                   run_id=run_id, after=after, break_at=break_at)
+        return row.run_id
+
+    async def start_run(self, pipeline_id: str, inputs: dict[str, Any] | None = None, *,
+                        schedule_id: str | None = None, fire_time: float | None = None,
+                        run_id: str | None = None, after: Sequence[str] = (),
+                        break_at: Sequence[str] = ()) -> RunRow:
+        """``start``, returning the run's journal row as created."""
         self._check_accepting()
         pipeline = self.catalog.get(pipeline_id)
         inputs = dict(inputs or {})
@@ -241,8 +251,8 @@ class RunManager:
         run_id = run_id or new_run_id()
         await self._acquire(run_id)  # first: the creation itself is fenced
         try:
-            await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id, fire_time=fire_time,
-                                          breakpoints=break_at)
+            row = await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id,
+                                                fire_time=fire_time, breakpoints=break_at)
         except BaseException:
             await self._release(run_id)
             raise
@@ -251,7 +261,7 @@ class RunManager:
         self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id, after=after,
                      breaks=RunBreaks(breakpoints=set(break_at)))
         self.notify()
-        return run_id
+        return row
 
     async def _claim_for_resume(self, run_id: str, *, expected: Sequence[RunStatus],
                                 pipeline: PipelineConfig | None = None) -> RunSnapshot:

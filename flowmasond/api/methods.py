@@ -248,13 +248,13 @@ def build_dispatcher(daemon: Daemon) -> Dispatcher:
             raise LimitExceededError(f"the inputs are {size} bytes as JSON, more than the limit",
                                      limit="max_run_input_bytes", value=limits.max_run_input_bytes)
         try:
-            run_id = await manager.start(params.pipeline_id, dict(params.inputs), break_at=params.break_at)
+            # The row as created (pending or running) answers: no journal read per start.
+            row = await manager.start_run(params.pipeline_id, dict(params.inputs), break_at=params.break_at)
         except StageError as exc:
             if exc.error_type is not ErrorType.VALIDATION:
                 raise
             # The inputs are this call's params: not matching the input_schema is -32602, not a stage failure.
             raise RpcError(ErrorCode.INVALID_PARAMS, f"Invalid params: {exc.message}", exc.to_dict()) from None
-        row = await journal.get_run(run_id)
         return run_view(row)
 
     async def runs_list(params: RunListParams, peer: PeerInfo) -> dict[str, Any]:
