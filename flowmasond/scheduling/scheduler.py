@@ -380,6 +380,16 @@ class Scheduler:
         assert schedule.next_fire is not None
         first_due = schedule.next_fire  # the fire `schedules` showed: it is fired or logged as misfired
         try:
+            if now < first_due + 1.0:
+                # On time, the usual case. Fire times are whole seconds, so the next one is after
+                # ``now``: it is computed once this fire's run has started, not before (with 1,000
+                # schedules due together, 1,000 next-fire computations delayed the last run).
+                try:
+                    await self._fire(schedule, first_due)
+                finally:
+                    if schedule.next_fire == first_due:  # not paused, unpaused or changed meanwhile
+                        schedule.next_fire = schedule.cron.next_after(first_due)
+                return
             following = schedule.cron.next_after(first_due)
             if following is None or following > now:  # on time: the usual case, one computation
                 schedule.next_fire = following
