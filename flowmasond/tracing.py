@@ -17,7 +17,7 @@ agree.
 from __future__ import annotations
 
 import hashlib
-import secrets
+import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,9 +55,14 @@ def traceparent(trace_id: str, span_id: str) -> str:
     return f"00-{trace_id}-{span_id}-01"
 
 
+# Span ids need to be unique, not secret: a PRNG seeded from the OS once, like the OpenTelemetry
+# SDK's RandomIdGenerator (random.getrandbits), instead of an os.urandom system call per span.
+_SPAN_IDS = random.Random()  # noqa: S311 - unique ids, not secrets
+
+
 def _new_span_id() -> str:
     while True:
-        value = secrets.randbits(64)
+        value = _SPAN_IDS.getrandbits(64)
         if value:
             return f"{value:016x}"
 
@@ -90,6 +95,9 @@ class RunTracer(ExecutionHooks):
         self._seen: set[str] = set()
         self._executions: dict[str, OpenSpan] = {}  # run id -> this execution's span
         self._stages: dict[tuple[str, str], OpenSpan] = {}
+        # The open stage paths of each run: a run's end closes its own spans without scanning
+        # every open span of every run (1,000 runs ending together made that quadratic).
+        self._open_paths: dict[str, dict[str, None]] = {}  # insertion-ordered sets
 
     # -- services ---------------------------------------------------------------------------------
     def span_ids(self, run_id: str, path: str) -> tuple[str | None, str | None]:
@@ -126,6 +134,7 @@ class RunTracer(ExecutionHooks):
             parent = self._parent(run_id, path)
             if parent is None:
                 return  # not a run this tracer saw start (an engine used without on_run_start)
+            self._open_paths.setdefault(run_id, {})[path] = None
             span = self._stages[key] = self._start(
                 f"{stage.component_type} {path}", parent.trace_id, parent.span_id,
                 {"flowmason.run_id": run_id, "flowmason.stage_path": path, "flowmason.stage_id": stage.id,
@@ -143,6 +152,8 @@ class RunTracer(ExecutionHooks):
 
     async def on_stage_complete(self, run_id: str, path: str, stage: StageConfig, result: ComponentResult) -> None:
         span = self._stages.pop((run_id, path), None)
+        if span is not None:
+            self._open_paths.get(run_id, {}).pop(path, None)
         if span is None or span.otel is None:
             return
         otel = span.otel
@@ -158,8 +169,8 @@ class RunTracer(ExecutionHooks):
     async def on_run_complete(self, run_id: str, outcome: Any) -> None:
         execution = self._executions.pop(run_id, None)
         # Stages still open were cut off (cancelled in flight): end their spans with the execution.
-        for key in [k for k in self._stages if k[0] == run_id]:
-            span = self._stages.pop(key)
+        for path in self._open_paths.pop(run_id, {}):
+            span = self._stages.pop((run_id, path))
             if span.otel is not None:
                 self._fail(span.otel, f"ended with the run ({outcome.status.value})")
                 span.otel.end()

@@ -493,6 +493,8 @@ class _Connection:
             raise _ConnectionGone
         try:
             self.writer.write(data)
+            if not self.writer.transport.get_write_buffer_size() and not self.writer.is_closing():
+                return  # sent at once (the usual case): nothing to drain, no timer to arm
             async with asyncio.timeout(self.server.write_timeout_s):
                 await self.writer.drain()
         except TimeoutError:

@@ -160,3 +160,29 @@ async def test_shell_and_http_stages_receive_their_traceparent(
     trace_id = run_trace_id(RUN)
     assert (tmp_path / "tp").read_text() == traceparent(trace_id, results["fetch"].span_id or "")
     assert http_server.seen == [traceparent(trace_id, results["call"].span_id or "")]
+
+
+async def test_a_run_that_ends_closes_its_own_open_stage_spans_only() -> None:
+    """A run ending with stages still open (cut off by a cancel) ends their spans, as errors, with
+    it; the open stage spans of another run are left open."""
+    from flowmasond.engine.dag import RunOutcome
+
+    exporter = InMemorySpanExporter()
+    tracer = RunTracer(tracer_provider(processors=[SimpleSpanProcessor(exporter)]))
+    definition = PipelineConfig.model_validate({"id": "two", "stages": [
+        {"id": "a", "component_type": "shell", "config": {"command": "true"}},
+        {"id": "b", "component_type": "shell", "config": {"command": "true"}}]})
+    for run_id in ("r-cut", "r-going"):
+        await tracer.on_run_start(run_id, definition, {})
+        for stage in definition.stages:
+            await tracer.on_stage_start(run_id, stage.id, stage, 1)
+
+    await tracer.on_run_complete("r-cut", RunOutcome(run_id="r-cut", pipeline_id="two",
+                                                     status=RunStatus.CANCELLED, error={"message": "stop"}))
+
+    ended = {(s.attributes.get("flowmason.run_id"), s.attributes.get("flowmason.stage_path")): s
+             for s in exporter.get_finished_spans()}
+    assert set(ended) == {("r-cut", "a"), ("r-cut", "b"), ("r-cut", None)}
+    assert all(ended[("r-cut", p)].status.status_code is StatusCode.ERROR for p in ("a", "b"))
+    assert tracer.span_ids("r-cut", "a")[1] is None
+    assert tracer.span_ids("r-going", "a")[1] is not None and tracer.span_ids("r-going", "b")[1] is not None
