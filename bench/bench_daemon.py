@@ -201,7 +201,8 @@ async def main_async(args: argparse.Namespace) -> int:
           f"= {count / base_s:.0f} runs/s; ratio {seconds / base_s:.1f}x")
     print(f"memory: idle {idle_rss:.1f} MB, with {active} runs active {busy_rss:.1f} MB; "
           f"a process that only imported the daemon's modules {base_rss:.1f} MB")
-    print("aims:")
+    # The machine is shared: the load average says how much the figures above may have been slowed.
+    print(f"aims: (load average {os.getloadavg()[0]:.1f})")
     for aim, value in ((LATENCY_AIM, first_ms), (IDLE_AIM, idle_rss)):
         print(f"  {aim.name}: {value:.1f} {aim.unit} ({aim.label}) {aim.verdict(value)}")
     rate = count / seconds
