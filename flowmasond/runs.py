@@ -242,24 +242,35 @@ class RunManager:
                         schedule_id: str | None = None, fire_time: float | None = None,
                         run_id: str | None = None, after: Sequence[str] = (),
                         break_at: Sequence[str] = ()) -> RunRow:
-        """``start``, returning the run's journal row as created."""
+        """``start``, returning the run's journal row as created (``running`` when a slot was free)."""
         self._check_accepting()
         pipeline = self.catalog.get(pipeline_id)
         inputs = dict(inputs or {})
         check_inputs(pipeline, inputs)
         check_stages(pipeline, break_at, run_id=run_id)
         run_id = run_id or new_run_id()
-        await self._acquire(run_id)  # first: the creation itself is fenced
+        # With a concurrency slot free now, the run takes it before its first await and is created
+        # already running: one commit instead of two (created, then marked running by _drive).
+        # Semaphore.acquire does not wait when the semaphore is not locked.
+        slot = not after and not self._slots.locked()
+        if slot:
+            await self._slots.acquire()
         try:
-            row = await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id,
-                                                fire_time=fire_time, breakpoints=break_at)
+            await self._acquire(run_id)  # first: the creation itself is fenced
+            try:
+                row = await self.journal.create_run(run_id, pipeline, inputs, schedule_id=schedule_id,
+                                                    fire_time=fire_time, breakpoints=break_at, start=slot)
+            except BaseException:
+                await self._release(run_id)
+                raise
         except BaseException:
-            await self._release(run_id)
+            if slot:
+                self._slots.release()
             raise
         self._created.add(run_id)
         log.info("run_created", run_id=run_id, pipeline_id=pipeline_id, schedule_id=schedule_id)
         self._launch(run_id, pipeline, inputs, snapshot=None, schedule_id=schedule_id, after=after,
-                     breaks=RunBreaks(breakpoints=set(break_at)))
+                     breaks=RunBreaks(breakpoints=set(break_at)), running=slot)
         self.notify()
         return row
 
@@ -288,10 +299,12 @@ class RunManager:
 
     def _launch(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any], *, snapshot: Any,
                 force: bool = False, schedule_id: str | None = None, after: Sequence[str] = (),
-                breaks: RunBreaks | None = None) -> ActiveRun:
+                breaks: RunBreaks | None = None, running: bool = False) -> ActiveRun:
+        """Execute the run in a task of its own; ``running``: it already holds a slot and is
+        ``running`` in the journal (``start_run``)."""
         active = ActiveRun(run_id=run_id, pipeline_id=pipeline.id,
                            token=CancellationToken(grace_s=self.config.cancel_grace_s), schedule_id=schedule_id,
-                           breaks=breaks or RunBreaks())
+                           breaks=breaks or RunBreaks(), running=running)
         previous = [a.task for rid in after if (a := self._active.get(rid)) is not None and a.task is not None]
         # With several nodes a run to wait for may execute on another one: its status is followed
         # in the journal (a single daemon executes every active run itself).
@@ -311,15 +324,18 @@ class RunManager:
                 await _finished_or_cancelled(previous, active.token)
             if elsewhere:
                 await _finished_elsewhere(self.journal, elsewhere, active.token)
-            async with self._slot(active):
+            started = active.running  # created running, holding its slot (start_run)
+            async with self._slot(active, held=started):
                 if active.token.cancelled:
                     status = RunStatus.INTERRUPTED if active.token.reason == SHUTDOWN else RunStatus.CANCELLED
-                    await self.journal.set_run_status(run_id, status, expected=[RunStatus.PENDING], error={
-                        "code": "run_cancelled", "message": f"{active.token.reason} before the run started"})
+                    await self.journal.set_run_status(
+                        run_id, status, expected=[RunStatus.RUNNING if started else RunStatus.PENDING], error={
+                            "code": "run_cancelled", "message": f"{active.token.reason} before the run started"})
                     return
-                active.running = True
-                await self.journal.set_run_status(run_id, RunStatus.RUNNING, expected=[RunStatus.PENDING])
-                self.notify()
+                if not started:
+                    active.running = True
+                    await self.journal.set_run_status(run_id, RunStatus.RUNNING, expected=[RunStatus.PENDING])
+                    self.notify()
                 bound.info("run_started")
                 outcome = await self.executor.execute(
                     pipeline, inputs, run_id=run_id, store=self.journal.run_store(run_id), snapshot=snapshot,
@@ -380,12 +396,19 @@ class RunManager:
             self.notify()
 
     @contextlib.asynccontextmanager
-    async def _slot(self, active: ActiveRun) -> AsyncIterator[None]:
+    async def _slot(self, active: ActiveRun, *, held: bool = False) -> AsyncIterator[None]:
         """Hold a concurrency slot; a run cancelled while queued enters at once, holding none.
 
         Waiting on the semaphore alone would leave a cancelled queued run ``pending`` (and its
-        followers waiting) until some other run finished.
+        followers waiting) until some other run finished. ``held``: the slot was taken already
+        (``start_run``); it is only released here.
         """
+        if held:
+            try:
+                yield
+            finally:
+                self._slots.release()
+            return
         acquire = asyncio.ensure_future(self._slots.acquire())
         stop = asyncio.ensure_future(active.token.wait())
         held = False

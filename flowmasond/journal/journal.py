@@ -191,12 +191,16 @@ class Journal:
                          fire_time: float | None = None,
                          forked_from: str | None = None, from_stage: str | None = None,
                          breakpoints: Iterable[str] = (),
-                         seed: list[Record] | None = None) -> RunRow:
+                         seed: list[Record] | None = None, start: bool = False) -> RunRow:
         """Record a new run pinned to ``pipeline`` (pinning it if needed).
 
         A rerun names its source (``forked_from``, ``from_stage``) and ``seed``: the source's
-        records it reuses, committed in the same transaction as the run itself.
+        records it reuses, committed in the same transaction as the run itself. ``start``: the run
+        is created ``pending`` and marked ``running`` in the same transaction (the same row and
+        events as ``set_run_status(RUNNING, expected=[PENDING])`` right after, for one commit).
         """
+        if start and status is not RunStatus.PENDING:
+            raise ValueError("start=True creates a pending run and marks it running")
         now = self._clock()
         pin = pin_params(pipeline, now)
         try:
@@ -204,8 +208,10 @@ class Journal:
         except (TypeError, ValueError) as exc:
             raise JournalError(f"run inputs are not JSON-serialisable: {exc}",
                                run_id=run_id) from exc
+        stored = RunStatus.RUNNING if start else status
         params = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_hash": pin["hash"],
-                  "inputs": inputs_json, "status": status.value, "now": now,
+                  "inputs": inputs_json, "status": stored.value, "now": now,
+                  "started_at": now if start else None,
                   "parent_run_id": parent_run_id, "parent_path": parent_path,
                   "schedule_id": schedule_id, "fire_time": fire_time,
                   "forked_from": forked_from, "from_stage": from_stage,
@@ -217,11 +223,13 @@ class Journal:
         if forked_from is not None:
             forked = dumps({"forked_from": forked_from, "from_stage": from_stage,
                             "reused": sorted({r.path for r in seed or []})})
+        started = _STARTED_EVENT if start else None
         await self._writer.write(partial(_create_run, pin=pin, params=params, event=dumps(event),
-                                         seed=seed or [], forked=forked),
+                                         seed=seed or [], forked=forked, started=started),
                                  label=f"creation of run {run_id}")
         return RunRow(run_id=run_id, pipeline_id=pipeline.id, pipeline_hash=str(pin["hash"]),
-                      inputs=json.loads(inputs_json), status=status, created_at=now,
+                      inputs=json.loads(inputs_json), status=stored, created_at=now,
+                      started_at=params["started_at"],
                       parent_run_id=parent_run_id, parent_path=parent_path,
                       schedule_id=schedule_id, fire_time=fire_time,
                       usage=UsageMetrics(), forked_from=forked_from, from_stage=from_stage,
@@ -615,7 +623,7 @@ def _pin(conn: sqlite3.Connection, pin: dict[str, Any]) -> None:
 
 
 def _create_run(conn: sqlite3.Connection, pin: dict[str, Any], params: dict[str, Any],
-                event: str, seed: list[Record], forked: str | None) -> None:
+                event: str, seed: list[Record], forked: str | None, started: str | None = None) -> None:
     q = queries()
     conn.execute(q.pin_pipeline, pin)
     try:
@@ -634,6 +642,16 @@ def _create_run(conn: sqlite3.Connection, pin: dict[str, Any], params: dict[str,
                                       "data": forked})
     if seed:
         insert_records(conn, str(params["run_id"]), seed, float(params["now"]))
+    # Last, where set_run_status right after the creation would have put it.
+    if started is not None:
+        conn.execute(q.insert_event, {"run_id": params["run_id"], "now": params["now"],
+                                      "kind": EventKind.RUN_STATUS.value, "path": None,
+                                      "data": started})
+
+
+# The run.status event of a run created running (create_run(start=True)): what set_run_status
+# writes when it moves a pending run to running.
+_STARTED_EVENT = dumps({"status": RunStatus.RUNNING.value, "previous": RunStatus.PENDING.value, "error": None})
 
 
 def _statuses_json(statuses: Iterable[RunStatus]) -> str:

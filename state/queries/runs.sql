@@ -1,10 +1,11 @@
 -- Run lifecycle. Rows are read by column name, so SELECT * stays correct as columns are added.
 
 -- name: insert_run
-INSERT INTO runs (run_id, pipeline_id, pipeline_hash, inputs, status, created_at,
+-- :started_at is set for a run created already running (Journal.create_run(start=True)).
+INSERT INTO runs (run_id, pipeline_id, pipeline_hash, inputs, status, created_at, started_at,
                   parent_run_id, parent_path, schedule_id, fire_time,
                   forked_from, from_stage, breakpoints)
-VALUES (:run_id, :pipeline_id, :pipeline_hash, :inputs, :status, :now,
+VALUES (:run_id, :pipeline_id, :pipeline_hash, :inputs, :status, :now, :started_at,
         :parent_run_id, :parent_path, :schedule_id, :fire_time,
         :forked_from, :from_stage, :breakpoints);
 

@@ -52,7 +52,9 @@ def test_sigkill_after_every_commit_then_recovery_matches_the_uninterrupted_run(
     """Killed after commit k, for every k, a fresh process finishes the run with the same output,
     a sound journal, and no committed stage executed again."""
     total = reference["transactions"]
-    assert total >= 30, "the reference run should cross at least 30 commit boundaries"
+    # Fewer, larger transactions are what issue 15 asks for: the floor only keeps the kill loop
+    # covering the whole run (35 stages in 29 commits since runs are created running).
+    assert total >= 25, "the reference run should cross at least 25 commit boundaries"
     failures: dict[int, list[str]] = {}
     for k in range(1, total + 1):
         _, problems = _crash_then_recover(tmp_path / f"k{k}", reference, kill_after=k)

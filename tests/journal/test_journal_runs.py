@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -58,6 +59,45 @@ async def test_status_changes_keep_start_and_clear_finish_on_resume(
     assert resumed.started_at == first_start and resumed.finished_at is None
     assert resumed.error is None
     assert done.output == {"answer": 42} and done.finished_at == first_start + 30
+
+
+async def test_a_run_created_started_is_the_run_created_then_marked_running(journal: Journal) -> None:
+    """create_run(start=True) leaves the row and events that create_run then set_run_status(RUNNING)
+    leave, in one transaction instead of two."""
+    pipeline = make_pipeline()
+    transactions = journal.stats().transactions
+    await journal.create_run("one", pipeline, {"x": 1}, schedule_id="s", fire_time=5.0, breakpoints=["s1"],
+                             start=True)
+    one_commit = journal.stats().transactions - transactions
+    await journal.create_run("two", pipeline, {"x": 1}, schedule_id="s", fire_time=5.0, breakpoints=["s1"])
+    await journal.set_run_status("two", RunStatus.RUNNING, expected=[RunStatus.PENDING])
+
+    started, oracle = await journal.get_run("one"), await journal.get_run("two")
+    events = await journal.events("one")
+    oracle_events = await journal.events("two")
+
+    assert started.status is RunStatus.RUNNING and started.started_at == started.created_at
+    assert dataclasses.replace(started, run_id="two", created_at=oracle.created_at,
+                               started_at=oracle.started_at) == oracle
+    assert [(e.kind, e.path, e.data) for e in events] == [(e.kind, e.path, e.data) for e in oracle_events]
+    assert {e.ts for e in events} == {started.created_at}
+    assert one_commit == 1
+
+
+async def test_a_run_created_started_answers_as_stored(open_journal: Opener, clock: FakeClock) -> None:
+    """create_run(start=True) returns the row get_run reads back."""
+    journal = await open_journal(clock=clock)
+    created = await journal.create_run("r", make_pipeline(), {"x": [1]}, start=True)
+
+    assert created == await journal.get_run("r")
+
+
+async def test_a_started_run_is_created_pending_only(journal: Journal) -> None:
+    """start=True with another status than pending is refused before anything is written."""
+    with pytest.raises(ValueError):
+        await journal.create_run("r", make_pipeline(), {}, status=RunStatus.FAILED, start=True)
+    with pytest.raises(RunNotFoundError):
+        await journal.get_run("r")
 
 
 async def test_status_of_unknown_run_is_run_not_found(journal: Journal) -> None:

@@ -171,3 +171,47 @@ async def test_first_execution_is_true_for_a_new_run_and_false_for_a_resumed_one
     await manager.resume(resumed)
     assert await _finished(manager, resumed) is RunStatus.SUCCEEDED
     assert await manager.first_execution(resumed) is False
+
+
+async def test_a_run_started_with_a_slot_free_is_running_from_its_creation_commit(manager: RunManager) -> None:
+    """With a concurrency slot free, start_run creates the run already running: one commit, and the
+    row it returns is what the journal holds before the run's task has even begun."""
+    before = manager.journal.stats().transactions
+
+    row = await manager.start_run("gated", {})
+    commits = manager.journal.stats().transactions - before
+    stored = await manager.journal.get_run(row.run_id)
+
+    assert row.status is RunStatus.RUNNING and row.started_at == row.created_at
+    assert stored == row
+    assert commits == 1
+    run_events = [e for e in await manager.journal.events(row.run_id) if e.kind.startswith("run.")]
+    assert [(e.kind, (e.data or {}).get("status")) for e in run_events] == [
+        ("run.created", "pending"), ("run.status", "running")]
+
+
+async def test_a_run_started_with_every_slot_taken_waits_pending_for_one(tmp_path: Path) -> None:
+    """With max_concurrent_runs = 1, of two runs started in the same tick the second is created
+    pending and only marked running once the first has finished and freed the slot."""
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    _pipelines(folder, tmp_path / "ledger.jsonl")
+    config = DaemonConfig(state_dir=tmp_path / "state", socket=tmp_path / "unused.sock",
+                          pipeline_dirs=[folder], max_concurrent_runs=1)
+    registry = build_registry(__name__)
+    catalog = PipelineCatalog(registry, [folder])
+    catalog.load_all()
+    journal = await Journal.open(config.journal_path)
+    manager = RunManager(journal=journal, catalog=catalog, registry=registry, config=config)
+    try:
+        first, second = await asyncio.gather(manager.start_run("quick", {}), manager.start_run("quick", {}))
+        assert await _finished(manager, first.run_id) is RunStatus.SUCCEEDED
+        assert await _finished(manager, second.run_id) is RunStatus.SUCCEEDED
+        done_first, done_second = await journal.get_run(first.run_id), await journal.get_run(second.run_id)
+    finally:
+        await manager.shutdown(0.0, status_margin_s=0.5)
+        await journal.close()
+
+    assert first.status is RunStatus.RUNNING and second.status is RunStatus.PENDING
+    assert done_second.started_at is not None and done_first.finished_at is not None
+    assert done_second.started_at >= done_first.finished_at

@@ -198,8 +198,11 @@ class PgJournal:
                          schedule_id: str | None = None, fire_time: float | None = None,
                          forked_from: str | None = None, from_stage: str | None = None,
                          breakpoints: Iterable[str] = (),
-                         seed: list[Record] | None = None) -> RunRow:
-        """Record a new run pinned to ``pipeline`` (pinning it if needed); see ``Journal.create_run``."""
+                         seed: list[Record] | None = None, start: bool = False) -> RunRow:
+        """Record a new run pinned to ``pipeline`` (pinning it if needed); see ``Journal.create_run``
+        (``start``: created ``pending`` and marked ``running`` in the same transaction)."""
+        if start and status is not RunStatus.PENDING:
+            raise ValueError("start=True creates a pending run and marks it running")
         now = self._clock()
         pin = pin_params(pipeline, now)
         try:
@@ -207,8 +210,10 @@ class PgJournal:
         except (TypeError, ValueError) as exc:
             raise JournalError(f"run inputs are not JSON-serialisable: {exc}", run_id=run_id) from exc
         points = sorted(set(breakpoints))
+        stored = RunStatus.RUNNING if start else status
         params = {"run_id": run_id, "pipeline_id": pipeline.id, "pipeline_hash": pin["hash"],
-                  "inputs": inputs_json, "status": status.value, "now": now,
+                  "inputs": inputs_json, "status": stored.value, "now": now,
+                  "started_at": now if start else None,
                   "parent_run_id": parent_run_id, "parent_path": parent_path,
                   "schedule_id": schedule_id, "fire_time": fire_time,
                   "forked_from": forked_from, "from_stage": from_stage, "breakpoints": pg_dumps(points)}
@@ -235,10 +240,14 @@ class PgJournal:
             if rows:
                 # A rerun's seed: the reused results cost this run nothing (no usage added).
                 await insert_records(cur, run_id, rows, None)
+            if start:
+                # Last, where set_run_status right after the creation would have put it.
+                await _event(cur, run_id, now, EventKind.RUN_STATUS, _STARTED_EVENT)
 
         await self._writer.write(work, label=f"creation of run {run_id}")
         return RunRow(run_id=run_id, pipeline_id=pipeline.id, pipeline_hash=str(pin["hash"]),
-                      inputs=json.loads(inputs_json), status=status, created_at=now,
+                      inputs=json.loads(inputs_json), status=stored, created_at=now,
+                      started_at=params["started_at"],
                       parent_run_id=parent_run_id, parent_path=parent_path, schedule_id=schedule_id,
                       fire_time=fire_time, usage=UsageMetrics(), forked_from=forked_from,
                       from_stage=from_stage, breakpoints=tuple(points))
@@ -778,6 +787,10 @@ async def _take_owner_lock(conn: Any, label: str) -> None:
                              "unless nodes are configured", database=label,
                              holder=holder[1] if holder else None,
                              holder_backend_pid=holder[0] if holder else None)
+
+
+# The run.status event of a run created running (create_run(start=True)), as set_run_status writes it.
+_STARTED_EVENT = pg_dumps({"status": RunStatus.RUNNING.value, "previous": RunStatus.PENDING.value, "error": None})
 
 
 async def _event(cur: Any, run_id: str, now: float, kind: EventKind, data: str | None) -> None:

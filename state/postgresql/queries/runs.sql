@@ -16,11 +16,12 @@ WHERE r.run_id = %(run_id)s;
 
 -- name: insert_run
 -- ON CONFLICT: a run id that exists is refused by the caller (it gets no row back), without
--- aborting the transaction the way a unique violation would.
-INSERT INTO runs (run_id, pipeline_id, pipeline_hash, inputs, status, created_at,
+-- aborting the transaction the way a unique violation would. %(started_at)s is set for a run
+-- created already running (create_run(start=True)).
+INSERT INTO runs (run_id, pipeline_id, pipeline_hash, inputs, status, created_at, started_at,
                   parent_run_id, parent_path, schedule_id, fire_time,
                   forked_from, from_stage, breakpoints)
-VALUES (%(run_id)s, %(pipeline_id)s, %(pipeline_hash)s, %(inputs)s::json, %(status)s, %(now)s,
+VALUES (%(run_id)s, %(pipeline_id)s, %(pipeline_hash)s, %(inputs)s::json, %(status)s, %(now)s, %(started_at)s,
         %(parent_run_id)s, %(parent_path)s, %(schedule_id)s, %(fire_time)s,
         %(forked_from)s, %(from_stage)s, %(breakpoints)s::jsonb)
 ON CONFLICT (run_id) DO NOTHING
