@@ -23,7 +23,7 @@ from typing import Any
 
 
 # new_run_id(): a child run gets a fresh random id in every process tree.
-_RUN_ID = re.compile(r"\br[0-9a-f]+-[0-9a-f]{8}\b")
+_RUN_ID = re.compile(r"\br[0-9a-f]+-[0-9a-f]{16}\b")
 _UNSTABLE_KEYS = frozenset({"child_run_id", "execution_time_ms"})
 
 
