@@ -8,6 +8,7 @@ SIGKILLed right after each journal commit in turn, then recovered by a fresh pro
 from __future__ import annotations
 
 import random
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ def _crash_then_recover(tmp: Path, reference: dict[str, Any], **kill: Any) -> tu
     state, ledger = tmp / "state", tmp / "ledger.jsonl"
     killed = run_child(state, ledger, **kill)
     problems: list[str] = []
+    if killed.returncode != -signal.SIGKILL:
+        problems.append(f"the child was not killed as asked ({kill}): exit {killed.returncode}")
     db = state / "journal.sqlite3"
     committed_before = committed_results(db) if db.exists() else set()
     killed_pids = {e["pid"] for e in read_ledger(ledger)}
@@ -70,7 +73,7 @@ def test_sigkill_at_a_random_moment_then_recovery_matches_the_uninterrupted_run(
     """A SIGKILL at a seeded random moment of the run loses nothing and repeats no committed stage."""
     # The clock starts at the first stage's ledger entry, so the kill lands inside the run's window.
     delay = random.Random(seed).uniform(0.0, reference["run_s"])
-    recovered, problems = _crash_then_recover(tmp_path, reference, kill_after_s=delay)
+    _, problems = _crash_then_recover(tmp_path, reference, kill_after_s=delay)
     assert not problems, problems
 
 
@@ -97,7 +100,7 @@ def test_sigkill_after_sampled_commits_on_postgresql_then_recovery_matches_the_u
         ledger = tmp / "ledger.jsonl"
         killed = run_child(tmp / "state", ledger, kill_after=k, dsn=dsn)
         problems: list[str] = []
-        if killed.returncode != -9:
+        if killed.returncode != -signal.SIGKILL:
             problems.append(f"the child was not killed after commit {k}: exit {killed.returncode}")
         committed_before = committed_results_pg(dsn)
         killed_pids = {e["pid"] for e in read_ledger(ledger)}

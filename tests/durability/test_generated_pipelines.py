@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from conftest import GEN_STATS, GenRunner
+from gen_support import GEN_STATS, GenRunner
 from gen_checks import check_case
 from gen_pipelines import cases
 from pg_support import PgServer
