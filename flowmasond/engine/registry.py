@@ -158,16 +158,43 @@ class ComponentRegistry:
     def __init__(self) -> None:
         self._meta: dict[str, ComponentMeta] = {}
         self._instances: dict[str, Any] = {}
+        # Types known by name whose module is imported at their first lookup (see add_lazy).
+        self._lazy: dict[str, str] = {}
 
     @classmethod
     def with_builtins(cls) -> ComponentRegistry:
-        """A registry holding every built-in component."""
-        from flowmasond.components import BUILTIN_MODULES
+        """A registry holding every built-in component (each module imported when first used)."""
+        from flowmasond.components import BUILTIN_COMPONENTS
 
         registry = cls()
-        for module in BUILTIN_MODULES:
-            registry.register_module(module)
+        registry.add_lazy(BUILTIN_COMPONENTS)
         return registry
+
+    def add_lazy(self, modules_by_type: dict[str, str]) -> None:
+        """Know each type name now; import its module (registering all of it) at its first lookup.
+
+        Saves a process the import of component modules it never uses (a cold run-once of one
+        logger stage does not import the HTTP, data or LLM operators).
+        """
+        for name, module in modules_by_type.items():
+            name = canonical_component_name(name)
+            if name not in self._meta:
+                self._lazy[name] = module
+
+    def load_all(self) -> None:
+        """Import every module still pending, so that later lookups never import."""
+        while self._lazy:
+            self._load(next(iter(self._lazy)))
+
+    def _load(self, name: str) -> None:
+        """Import the module declaring the pending type ``name`` and register its components."""
+        module = self._lazy[name]
+        for pending in [n for n, m in self._lazy.items() if m == module]:
+            del self._lazy[pending]
+        found = {meta.name for meta in self.register_module(module)}
+        if name not in found:  # the table promised a type its module does not declare
+            raise ComponentNotFoundError(f"component type {name!r} is not declared by {module}",
+                                         component_type=name, module=module)
 
     def register(self, component_cls: type, *, replace: bool = False) -> ComponentMeta:
         meta = component_meta(component_cls)
@@ -176,6 +203,10 @@ class ComponentRegistry:
         if canonical_component_name(meta.name) != meta.name:
             # Stage files may spell it either way (`my-thing`, `my_thing`); both resolve here.
             meta = dataclasses.replace(meta, name=canonical_component_name(meta.name))
+        if meta.name in self._lazy:
+            # Registering over a pending type: load it first, so that a clash is still reported
+            # (or a replacement still wins) as if every module had been imported up front.
+            self._load(meta.name)
         if meta.name in self._meta and not replace and self._meta[meta.name].cls is not component_cls:
             raise ConfigurationError(f"component type {meta.name!r} is registered twice",
                                      existing=self._meta[meta.name].cls.__module__,
@@ -214,16 +245,23 @@ class ComponentRegistry:
         return found
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and canonical_component_name(name) in self._meta
+        if not isinstance(name, str):
+            return False
+        name = canonical_component_name(name)
+        return name in self._meta or name in self._lazy
 
     def names(self) -> list[str]:
-        return sorted(self._meta)
+        return sorted({*self._meta, *self._lazy})
 
     def meta(self, name: str) -> ComponentMeta:
+        canonical = canonical_component_name(name)
         try:
-            return self._meta[canonical_component_name(name)]
+            return self._meta[canonical]
         except KeyError:
-            raise ComponentNotFoundError(f"unknown component type {name!r}", component_type=name) from None
+            if canonical not in self._lazy:
+                raise ComponentNotFoundError(f"unknown component type {name!r}", component_type=name) from None
+        self._load(canonical)
+        return self._meta[canonical]
 
     def instance(self, name: str) -> Any:
         """The shared instance of a component (components must keep no per-run state)."""
