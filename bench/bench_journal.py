@@ -186,9 +186,9 @@ class _FirstStart(ExecutionHooks):
             self.at = time.perf_counter()
 
 
-async def resume_ms(directory: Path, committed: int, registry: Any) -> float:
+async def resume_ms(directory: Path, committed: int, registry: Any, profiler: Any = None) -> float:
     """Resume a run holding ``committed`` committed stages through the daemon's RunManager:
-    ms from the ``resume`` call until the next stage starts."""
+    ms from the ``resume`` call until the next stage starts (profiled by ``profiler`` if given)."""
     import json
 
     from flowmasond.config import DaemonConfig
@@ -228,8 +228,14 @@ async def resume_ms(directory: Path, committed: int, registry: Any) -> float:
     hook = _FirstStart()
     manager = RunManager(journal=journal, catalog=catalog, registry=registry, config=config, hooks=[hook])
     manager.executor.plan_for(pipeline)  # a running daemon has planned its pipelines before
+    if profiler is not None:
+        profiler.enable()
     t0 = time.perf_counter()
     await manager.resume(run_id)
+    if profiler is not None:
+        while hook.at is None and manager.active:
+            await asyncio.sleep(0)
+        profiler.disable()
     while manager.active:
         await asyncio.gather(*(a.task for a in manager.active.values() if a.task is not None))
     row = await journal.get_run(run_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import json.scanner
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
@@ -19,6 +20,22 @@ from flowmasond.journal.rows import dumps, dumps_or_none
 
 _STATUS = {status.value: status for status in StageStatus}
 _ERROR_TYPE = {error_type.value: error_type for error_type in ErrorType}
+# json's C scanner, called directly: json.loads costs four Python calls and a regular expression
+# match around it per document, which is most of decoding a small output (0.75 µs of 0.85 for
+# "{}"), times 10,000 results in a resume.
+# (typeshed types make_scanner's argument as the scanner class itself; a decoder is what it takes)
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _loads(text: str) -> Any:
+    """The JSON document ``text`` (as ``json.loads``, which decides any text the scanner alone cannot)."""
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, TypeError, ValueError):
+        return json.loads(text)  # leading whitespace, bytes, or invalid: json.loads decides or raises
+    if end != len(text):
+        return json.loads(text)  # trailing whitespace, or trailing data (which json.loads refuses)
+    return value
 
 
 def result_values(result: ComponentResult) -> tuple[Any, ...]:
@@ -75,7 +92,7 @@ def _decode(records: Sequence[Sequence[Any]]) -> RunSnapshot:
     snapshot = RunSnapshot()
     results, states = snapshot.results, snapshot.states
     state_of = ControlFlowState.from_json  # reads version-1 rows of older journals too
-    loads, status_of, error_type_of = json.loads, _STATUS.__getitem__, _ERROR_TYPE.get
+    loads, status_of, error_type_of = _loads, _STATUS.__getitem__, _ERROR_TYPE.get
     result_of, usage_of = ComponentResult, UsageMetrics
     for (kind, _seq_no, path, decision, stage_id, component_type, status, output, error, error_type,
          llm_usage, duration_ms, attempts_made, started_at, finished_at, handled, trace_id, span_id) in records:
