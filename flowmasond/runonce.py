@@ -9,12 +9,11 @@ import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
 from flowmason_client.inputs import parse_inputs
-from flowmasond.components.llm.providers import ProviderConfig, build_providers
 from flowmasond.engine.cancellation import CancellationToken
 from flowmasond.engine.dag import DAGExecutor, RunOutcome
 from flowmasond.engine.interfaces import ComponentResult, ExecutionHooks, RunStatus, StageStatus
@@ -23,6 +22,9 @@ from flowmasond.engine.registry import ComponentRegistry
 from flowmasond.errors import ConfigurationError, FlowmasonError, PipelineValidationError
 from flowmasond.pipelines.catalog import PipelineCatalog
 from flowmasond.pipelines.loader import check_pipeline_file
+
+if TYPE_CHECKING:
+    from flowmasond.components.llm.providers import ProviderConfig
 
 
 class ConsoleReporter(ExecutionHooks):
@@ -65,6 +67,8 @@ def provider_configs(config_file: str | None,
     From the environment: ``OPENAI_API_KEY`` and/or ``OPENAI_BASE_URL`` (a local server may need no
     key) make one provider named ``openai``; ``OPENAI_MODEL`` picks its default model.
     """
+    # The providers module is imported only when a provider is named (by --config or the
+    # environment): a cold run-once without one skips it (issue 15).
     if config_file is not None:
         # Imported here: the configuration module (tomllib, its models) costs a cold run-once without
         # --config tens of milliseconds (issue 15's cold-start aim).
@@ -72,11 +76,15 @@ def provider_configs(config_file: str | None,
 
         daemon_config = load_config(config_file, env=dict(environ))
         if daemon_config.providers:
+            from flowmasond.components.llm.providers import ProviderConfig
+
             configs = {name: ProviderConfig.model_validate(raw) for name, raw in daemon_config.providers.items()}
             return configs, daemon_config.default_provider
     key, base_url = environ.get("OPENAI_API_KEY", "").strip(), environ.get("OPENAI_BASE_URL", "").strip()
     if not key and not base_url:
         return {}, None
+    from flowmasond.components.llm.providers import ProviderConfig
+
     config = ProviderConfig(base_url=base_url or OPENAI_DEFAULT_BASE_URL,
                             default_model=environ.get("OPENAI_MODEL", "").strip() or OPENAI_DEFAULT_MODEL,
                             api_key_env="OPENAI_API_KEY" if key else None)
@@ -108,7 +116,11 @@ async def run_file(path: Path, inputs: dict[str, Any], *, registry: ComponentReg
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, token.cancel, f"signal {sig.name}")
-    built = build_providers(providers, default_provider) if providers else None
+    built = None
+    if providers:
+        from flowmasond.components.llm.providers import build_providers
+
+        built = build_providers(providers, default_provider)
     executor = DAGExecutor(registry, hooks=ConsoleReporter(out), max_concurrency=max_concurrency,
                            pipelines=lookup, providers=built, default_provider=built.default if built else None)
     print(f"run {pipeline.id} ({len(pipeline.stages)} stages)", file=out, flush=True)
