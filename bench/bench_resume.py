@@ -4,7 +4,7 @@
 fresh journal holding a run of 1,000 (then 10,000) committed chain stages, marks it interrupted and
 times the daemon's ``RunManager.resume`` until the next stage starts (see ``resume_ms`` in
 ``bench_journal.py``). The rounds of both sizes are interleaved; medians are reported with the aims.
-``--profile`` prints cProfile's top costs of one 10,000-stage resume.
+``--profile [STAGES]`` prints cProfile's top costs of one resume (10,000 stages by default).
 """
 
 from __future__ import annotations
@@ -45,18 +45,21 @@ async def _profile(committed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="fm-bench-resume-") as tmp:
         ms = await resume_ms(Path(tmp), committed, registry, profiler=profiler)
     print(f"profiled resume of {committed} committed stages: {ms:.1f} ms (under cProfile)")
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(40)
+    stats.sort_stats("tottime").print_stats(25)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small runs, one round (the smoke test)")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--profile", action="store_true", help="cProfile one 10,000-stage resume")
+    parser.add_argument("--profile", type=int, nargs="?", const=10_000, metavar="STAGES",
+                        help="cProfile one resume of STAGES committed stages (default 10,000)")
     args = parser.parse_args(argv)
     configure_logging(level="warning", stream=sys.stderr)
     if args.profile:
-        asyncio.run(_profile(10_000))
+        asyncio.run(_profile(args.profile))
         return 0
     sizes = (50, 200) if args.quick else (1_000, 10_000)
     rounds = 1 if args.quick else args.rounds

@@ -95,7 +95,7 @@ async def run_file(path: Path, inputs: dict[str, Any], *, registry: ComponentReg
                    pipeline_dirs: list[Path], out: TextIO, max_concurrency: int = 10,
                    providers: dict[str, ProviderConfig] | None = None,
                    default_provider: str | None = None, strict: bool = False) -> RunOutcome:
-    """Load and run one file; sibling ``*.pipeline.json`` files serve subpipeline lookups.
+    """Load and run one file; sibling ``*.pipeline.json`` files serve subpipeline lookups (read at the first).
 
     Warnings about the file (keys unknown to FlowMason and flowmasond) go to stderr; with
     ``strict`` they are errors.
@@ -107,10 +107,18 @@ async def run_file(path: Path, inputs: dict[str, Any], *, registry: ComponentReg
         raise PipelineValidationError(check.file, check.issues)
     pipeline: PipelineConfig = check.config  # type: ignore[assignment]
     catalog = PipelineCatalog(registry, pipeline_dirs or [path.parent])
-    catalog.load_all()
+    loaded = False
 
     def lookup(pipeline_id: str) -> PipelineConfig:
-        return pipeline if pipeline_id == pipeline.id else catalog.get(pipeline_id)
+        # The folders are read at the first lookup of another pipeline (a subpipeline stage): a
+        # run without one does not parse and validate every file beside it, itself included.
+        nonlocal loaded
+        if pipeline_id == pipeline.id:
+            return pipeline
+        if not loaded:
+            catalog.load_all()
+            loaded = True
+        return catalog.get(pipeline_id)
 
     token = CancellationToken(grace_s=5.0)
     loop = asyncio.get_running_loop()

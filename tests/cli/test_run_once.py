@@ -59,3 +59,31 @@ def test_an_invalid_file_reports_every_error_and_runs_nothing(tmp_path: Path) ->
     assert result.returncode == 1
     assert "warning: stage 'a', field 'config.colour'" in result.stderr and "ghost" in result.stderr
     assert "run bad" not in result.stdout
+
+
+def test_a_run_without_subpipelines_does_not_read_the_files_beside_it(tmp_path: Path) -> None:
+    """The folder is read for subpipelines only: a broken file beside a one-stage pipeline is
+    neither reported nor in the way."""
+    (tmp_path / "one.pipeline.json").write_text(json.dumps({
+        "id": "one", "name": "one", "version": "1.0.0",
+        "stages": [{"id": "say", "component_type": "logger", "config": {"message": "hi"}}]}))
+    (tmp_path / "broken.pipeline.json").write_text("{ not json")
+    result = _run_once(str(tmp_path / "one.pipeline.json"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "status: succeeded" in result.stdout
+    assert "broken" not in result.stderr
+
+
+def test_a_subpipeline_is_found_beside_the_file_despite_a_broken_sibling(tmp_path: Path) -> None:
+    """The first subpipeline lookup reads the folder; the valid child runs, the broken file is reported."""
+    (tmp_path / "parent.pipeline.json").write_text(json.dumps({
+        "id": "parent", "name": "parent", "version": "1.0.0",
+        "stages": [{"id": "call", "component_type": "subpipeline", "config": {"pipeline_id": "child"}}]}))
+    (tmp_path / "child.pipeline.json").write_text(json.dumps({
+        "id": "child", "name": "child", "version": "1.0.0",
+        "stages": [{"id": "say", "component_type": "logger", "config": {"message": "from the child"}}]}))
+    (tmp_path / "broken.pipeline.json").write_text("{ not json")
+    result = _run_once(str(tmp_path / "parent.pipeline.json"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "from the child" in result.stdout
+    assert "broken" in result.stderr
