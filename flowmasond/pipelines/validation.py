@@ -6,7 +6,6 @@ raising, so that one pass reports every problem of a file (DESIGN.md "Pipeline f
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
@@ -15,13 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, BaseModel, ValidationError
 
 from flowmasond.components.control_flow_components import child_stage_ids
-from flowmasond.components.llm.settings import LLMSettings
 from flowmasond.engine.models import RESERVED_STAGE_IDS, PipelineConfig, ScheduleConfig, StageConfig
 from flowmasond.engine.registry import ComponentMeta, ComponentRegistry
 from flowmasond.engine.templates import ROOTS, TemplateRef, contains_template, is_template, walk_references
 from flowmasond.errors import ValidationIssue
 from flowmasond.pipelines.compat import flowmason_ignored_keys
-from flowmasond.scheduling.cron import cron_problem
 
 # '.' separates template segments and '/' stage-path segments ('loop/3/transform'); braces and
 # whitespace would make `{{upstream.<id>}}` unparseable.
@@ -115,6 +112,10 @@ class _Validator:
     def _check_llm_settings(self, stage: StageConfig) -> None:
         # Templated values are only known at run time (the node validates them then); keys and
         # literal values are checked now, so a typo does not wait for the first LLM call.
+        # Imported here, as the schedule and suggestion helpers below are: a pipeline without LLM
+        # settings, schedules or mistakes does not import them (issue 15's cold start).
+        from flowmasond.components.llm.settings import LLMSettings
+
         settings = stage.llm_settings or {}
         known = sorted(LLMSettings.model_fields)
         literal: dict[str, Any] = {}
@@ -361,6 +362,10 @@ def _check_schedules(schedules: Sequence[ScheduleConfig], file: str | None) -> l
     A bad ``cron`` is reported here, with the rest of the file's problems, so that a file the
     scheduler could not run never replaces the version in force.
     """
+    if not schedules:
+        return []
+    from flowmasond.scheduling.cron import cron_problem
+
     issues: list[ValidationIssue] = []
     seen: set[str] = set()
     for index, schedule in enumerate(schedules):
@@ -437,6 +442,8 @@ def describe_pydantic_error(error: Any) -> str:
 
 def did_you_mean(name: str, known: Sequence[str], what: str) -> str:
     """' (did you mean ...?)' for close matches, else a short list of what exists."""
+    import difflib
+
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     if close:
         return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"

@@ -17,7 +17,8 @@ from typing import Any
 UNUSED_BY_A_LOGGER_STAGE = (
     "httpx", "httpcore", "anyio", "jinja2", "markupsafe", "jmespath", "jsonschema", "aiosqlite", "sqlite3",
     "psycopg", "prometheus_client", "opentelemetry", "tomllib",
-    "flowmasond.components.llm.nodes", "flowmasond.components.llm.providers",
+    "flowmasond.components.llm.nodes", "flowmasond.components.llm.providers", "flowmasond.components.llm.settings",
+    "flowmasond.scheduling.cron",
     "flowmasond.components.operators.http",
     "flowmasond.components.operators.data", "flowmasond.components.operators.shell",
     "flowmasond.components.operators.routing", "flowmasond.engine.sandbox", "flowmasond.config",
