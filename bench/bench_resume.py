@@ -3,7 +3,9 @@
 ``python bench/bench_resume.py`` (``--rounds N``, ``--quick``, ``--profile``). Each round builds a
 fresh journal holding a run of 1,000 (then 10,000) committed chain stages, marks it interrupted and
 times the daemon's ``RunManager.resume`` until the next stage starts (see ``resume_ms`` in
-``bench_journal.py``). The rounds of both sizes are interleaved; medians are reported with the aims.
+``bench_journal.py``). The baseline, measured on the same journal file right after: the journal's
+own snapshot query run with plain ``sqlite3`` in process (fetchall, no decoding), the floor of a
+resume that reads what it reads now. The rounds of both sizes are interleaved; medians are reported with the aims.
 ``--profile [STAGES]`` prints cProfile's top costs of one resume (10,000 stages by default).
 """
 
@@ -14,9 +16,11 @@ import asyncio
 import cProfile
 import os
 import pstats
+import sqlite3
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -26,17 +30,32 @@ if str(_REPO) not in sys.path:
 from bench_engine import build_registry  # noqa: E402
 from bench_journal import RESUME_1K_AIM, RESUME_10K_AIM, resume_ms  # noqa: E402
 
+from flowmasond.journal.sqlfiles import queries  # noqa: E402
 from flowmasond.logs import configure_logging  # noqa: E402
 
 
-async def _rounds(sizes: tuple[int, ...], rounds: int) -> dict[int, list[float]]:
+def _raw_read_ms(directory: Path) -> float:
+    """ms of the journal's snapshot query for the benchmark's run with plain sqlite3 (the baseline)."""
+    [path] = directory.glob("state-*/journal.sqlite3")
+    conn = sqlite3.connect(path)
+    try:
+        t0 = time.perf_counter()
+        conn.execute(queries().snapshot, ("resume-bench",)).fetchall()
+        return (time.perf_counter() - t0) * 1000.0
+    finally:
+        conn.close()
+
+
+async def _rounds(sizes: tuple[int, ...], rounds: int) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
     registry = build_registry()
     figures: dict[int, list[float]] = {n: [] for n in sizes}
+    raw: dict[int, list[float]] = {n: [] for n in sizes}
     for _ in range(rounds):
         for n in sizes:
             with tempfile.TemporaryDirectory(prefix="fm-bench-resume-") as tmp:
                 figures[n].append(await resume_ms(Path(tmp), n, registry))
-    return figures
+                raw[n].append(_raw_read_ms(Path(tmp)))
+    return figures, raw
 
 
 async def _profile(committed: int) -> None:
@@ -63,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = (50, 200) if args.quick else (1_000, 10_000)
     rounds = 1 if args.quick else args.rounds
-    figures = asyncio.run(_rounds(sizes, rounds))
+    figures, raw = asyncio.run(_rounds(sizes, rounds))
     print(f"resume through the run manager, {rounds} rounds, load average {os.getloadavg()[0]:.1f}")
     for n in sizes:
         print(f"  {n:>6} committed stages: median {statistics.median(figures[n]):.1f} ms "
-              f"(min {min(figures[n]):.1f}, max {max(figures[n]):.1f})")
+              f"(min {min(figures[n]):.1f}, max {max(figures[n]):.1f}); baseline, its snapshot query "
+              f"alone (plain sqlite3): median {statistics.median(raw[n]):.1f} ms")
     print("\naims:" + (" (--quick sizes: the figures are not comparable with the aims)" if args.quick else ""))
     for aim, n in ((RESUME_1K_AIM, sizes[0]), (RESUME_10K_AIM, sizes[1])):
         value = statistics.median(figures[n])
