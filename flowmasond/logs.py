@@ -28,5 +28,8 @@ def configure_logging(*, level: str = "info", stream: TextIO | None = None, json
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
+        # Configured once per process, before anything logs: each module's logger then builds its
+        # bound logger on first use instead of on every call (about 3 µs a call otherwise, several
+        # calls per run). Tests that capture logs in-process never call this function.
+        cache_logger_on_first_use=True,
     )
