@@ -884,6 +884,8 @@ def check_inputs(pipeline: PipelineConfig, inputs: dict[str, Any]) -> None:
 
 def check_stages(pipeline: PipelineConfig, stage_ids: Sequence[str], *, run_id: str | None = None) -> None:
     """``StageNotFoundError`` naming the first of ``stage_ids`` that ``pipeline`` does not have."""
+    if not stage_ids:
+        return  # the usual case: no set of stage ids built per run
     known = {s.id for s in pipeline.stages}
     for stage_id in stage_ids:
         if stage_id not in known:

@@ -103,7 +103,9 @@ class RunTracer(ExecutionHooks):
     def span_ids(self, run_id: str, path: str) -> tuple[str | None, str | None]:
         """(trace id, span id) of the stage execution at ``path``; the span is None if none is open."""
         span = self._stages.get((run_id, path))
-        return run_trace_id(run_id), span.span_id if span is not None else None
+        # The open span carries the trace id: no hash per stage.
+        trace_id = span.trace_id if span is not None else run_trace_id(run_id)
+        return trace_id, span.span_id if span is not None else None
 
     def traceparent(self, run_id: str, path: str) -> str | None:
         """The W3C ``traceparent`` to hand to what the stage at ``path`` calls."""

@@ -37,6 +37,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with hooks builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def decode_line(line: bytes) -> Any:
     """Strict UTF-8, strict JSON (no NaN/Infinity) -> a Python value; -32700 or -32600 otherwise."""
     try:
@@ -45,7 +49,7 @@ def decode_line(line: bytes) -> Any:
         raise RpcError(ErrorCode.PARSE_ERROR, "Parse error: the line is not valid UTF-8",
                        {"position": exc.start}) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except RecursionError:
         raise RpcError(ErrorCode.INVALID_REQUEST, "Invalid Request: JSON nested too deeply",
                        {"max_depth": MAX_JSON_DEPTH}) from None

@@ -115,9 +115,13 @@ def stage_rows(snapshot: Any, pipeline: Any, run_status: RunStatus) -> list[dict
     return rows
 
 
+# Built once (json.dumps with options builds an encoder per call).
+_SIZE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact JSON (what the journal stores and a reply carries)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    return len(_SIZE_ENCODER.encode(value).encode())
 
 
 def bounded_output(holder: dict[str, Any], limit: int, budget: list[int] | None = None) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import heapq
 import os
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -63,7 +62,7 @@ def new_run_id() -> str:
     32 random bits were too few: at 1,000 runs a second two ids of one second collide about once in
     10,000 seconds (a day at that rate), and the second run's creation fails on the primary key.
     """
-    return f"r{int(time.time()):x}-{uuid.uuid4().hex[:16]}"
+    return f"r{int(time.time()):x}-{os.urandom(8).hex()}"  # uuid4 cost 2 µs more per run
 
 
 @dataclass(slots=True)

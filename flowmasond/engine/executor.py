@@ -145,11 +145,15 @@ class UniversalExecutor:
         )
 
 
+# Built once (json.dumps with options builds an encoder per call): every stage's output is measured.
+_SIZE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _check_output_size(output: Any, limit: int | None) -> None:
     """Refuse an output larger than ``limit`` bytes of JSON: it would be journaled and held by the run."""
     if limit is None or output is None:
         return
-    size = len(json.dumps(output, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    size = len(_SIZE_ENCODER.encode(output).encode())
     if size > limit:
         raise ComponentError(f"the stage's output is {size} bytes as JSON, more than the limit "
                              f"max_stage_output_bytes = {limit}", error_type=ErrorType.VALIDATION,
