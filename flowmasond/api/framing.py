@@ -94,7 +94,9 @@ def parse_request(line: bytes) -> Request:
         raise RpcError(ErrorCode.INVALID_REQUEST,
                        f"Invalid Request: expected a JSON object, got {_json_type(message)}")
     request_id = _readable_id(message)
-    if exceeds_depth(message):
+    # Every level of nesting opens with a bracket or a brace: a line with no more of them than the
+    # limit (counted in C, strings included) cannot nest deeper, and skips the walk of its values.
+    if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH and exceeds_depth(message):
         raise RpcError(ErrorCode.INVALID_REQUEST, "Invalid Request: JSON nested too deeply",
                        {"max_depth": MAX_JSON_DEPTH}, request_id=request_id)
     try:
