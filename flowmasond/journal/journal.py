@@ -27,6 +27,7 @@ from flowmasond.errors import FlowmasonError, JournalError, RunConflictError, Ru
 from flowmasond.journal.connections import (SqliteThread, check_sqlite_version,
                                             check_synchronous, configure_writer,
                                             create_private_file, open_reader, storage_error)
+from flowmasond.journal.event_ids import install_event_ids
 from flowmasond.journal.events import EventKind
 from flowmasond.journal.params import conflict_error, list_params, pin_params, status_values
 from flowmasond.journal.migrations import load_migrations, migrate, refuse_if_too_new
@@ -117,6 +118,7 @@ class Journal:
             await writer_conn.run(configure_writer, mode, busy_timeout_ms)
             applied = await writer_conn.run(partial(migrate, migrations=migrations,
                                                     path=str(path), now=clock()))
+            await writer_conn.run(install_event_ids)
             if max_size_bytes is not None:
                 await writer_conn.run(_set_page_limit, max_size_bytes)
             reader_conn = await open_reader(path, busy_timeout_ms)

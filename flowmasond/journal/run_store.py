@@ -1,9 +1,9 @@
 """``JournalRunStore``: the engine's ``RunStore`` for one run, backed by the journal writer.
 
 A commit appends the records to ``run_records`` (per-run ``seq`` 1, 2, 3... without gaps) and adds
-to the run's usage totals in one transaction; the matching ``run_events`` rows are written by
-triggers (migration 0004). Records are encoded in the caller, so an unserialisable output fails
-only that caller.
+to the run's usage totals in one transaction; each record and attempt row is its own stage event
+(``event_id``, migration 0007), so no event row is written beside it. Records are encoded in the
+caller, so an unserialisable output fails only that caller.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ def raise_missing_run(exc: sqlite3.IntegrityError, run_id: str) -> None:
 
 def _commit_records(conn: sqlite3.Connection, run_id: str, rows: list[_Row],
                     usage: dict[str, Any] | None) -> None:
-    # One INSERT per record: the next seq is taken inside it and the stage event is written by
-    # the run_records_event trigger (migration 0004).
+    # One INSERT per record: the next seq and the event id are taken inside it.
     try:
         for sql, params in rows:
             conn.execute(sql, params)
@@ -44,7 +43,6 @@ def _commit_records(conn: sqlite3.Connection, run_id: str, rows: list[_Row],
 
 
 def _insert_attempt(conn: sqlite3.Connection, params: tuple[str, str, int, float]) -> None:
-    # The run_attempts_event trigger writes stage.started / stage.retry.
     try:
         conn.execute(queries().insert_attempt, params)
     except sqlite3.IntegrityError as exc:

@@ -9,27 +9,28 @@
 -- ?13 handled, ?14 input_tokens, ?15 output_tokens, ?16 cost_usd, ?17 duration_ms, ?18 provider,
 -- ?19 model, ?20 trace_id, ?21 span_id. seq is the run's next number (1, 2, 3... without gaps),
 -- taken inside the INSERT by a scalar subquery (an INSERT ... SELECT from the table it inserts
--- into would first copy the SELECT's row to a temporary table: ~5 µs more per record); the
--- trigger run_records_event writes the matching stage event.
+-- into would first copy the SELECT's row to a temporary table: ~5 µs more per record); event_id
+-- makes the row its own stage event (migration 0007, state/queries/events.sql).
 INSERT INTO run_records (run_id, seq, kind, path, committed_at, stage_id, component_type, status,
                          output, error, error_type, attempts, started_at, finished_at, handled,
                          input_tokens, output_tokens, cost_usd, duration_ms, provider, model,
-                         trace_id, span_id)
+                         trace_id, span_id, event_id)
 VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM run_records WHERE run_id = ?1), 'result', ?2,
-        ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21);
+        ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+        next_event_id());
 
 -- name: insert_decision
 -- ?1 run_id, ?2 path, ?3 committed_at, ?4 decision (JSON).
-INSERT INTO run_records (run_id, seq, kind, path, committed_at, decision)
+INSERT INTO run_records (run_id, seq, kind, path, committed_at, decision, event_id)
 VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM run_records WHERE run_id = ?1), 'decision', ?2,
-        ?3, ?4);
+        ?3, ?4, next_event_id());
 
 -- name: insert_attempt
 -- ?1 run_id, ?2 path, ?3 attempt, ?4 started_at. Starting the same attempt twice (a retried
--- non-durable write) is a no-op; the trigger run_attempts_event writes the stage.started /
--- stage.retry event of a new row.
-INSERT INTO run_attempts (run_id, path, attempt, started_at)
-VALUES (?1, ?2, ?3, ?4)
+-- non-durable write) is a no-op, so it logs no second stage.started / stage.retry event (the
+-- event id it took is never used: ids may have gaps).
+INSERT INTO run_attempts (run_id, path, attempt, started_at, event_id)
+VALUES (?1, ?2, ?3, ?4, next_event_id())
 ON CONFLICT (run_id, path, attempt) DO NOTHING;
 
 -- name: snapshot

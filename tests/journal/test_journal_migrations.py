@@ -14,6 +14,7 @@ from journal_helpers import file_digest, make_pipeline
 from flowmasond.engine.interfaces import ComponentResult, RunStatus
 from flowmasond.errors import JournalError, SchemaTooNewError
 from flowmasond.journal import Journal
+from flowmasond.journal.event_ids import install_event_ids
 from flowmasond.journal.migrations import Migration, load_migrations, migrate
 from flowmasond.journal.sqlfiles import queries, state_dir
 
@@ -130,6 +131,7 @@ def test_every_query_block_compiles(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
     try:
         migrate(conn, load_migrations())
+        install_event_ids(conn)  # next_event_id(), which the writer's inserts call
         for name in queries().names():
             sql = getattr(queries(), name)
             if sql.lstrip().upper().startswith("PRAGMA"):

@@ -1,4 +1,4 @@
-"""Stage events are written by SQLite triggers from the rows they describe (migration 0004)."""
+"""Stage events come from the rows they describe: an event can never be missing or disagree with its record."""
 
 from __future__ import annotations
 
