@@ -72,12 +72,21 @@ INLINE_SLOW_S = 0.005
 INLINE_STALL_S = 0.100
 INLINE_AVERAGE_WEIGHT = 0.1  # of the newest commit in the moving average
 INLINE_BACKOFF_S = 30.0
-# WAL checkpoints run on the writer thread every this many transactions, instead of inside whatever
-# COMMIT crosses SQLite's auto-checkpoint threshold (which may be an inline one). They run between
-# groups, not beside them: a checkpoint that runs while commits append to the WAL never finds it
-# fully copied, so the WAL is never restarted and grows without bound (measured: 97 MB instead of
-# 3.6 MB after 3,500 chain commits, and slower FULL commits as the file kept growing).
-CHECKPOINT_EVERY = 128
+# WAL checkpoints, instead of SQLite's automatic ones inside whatever COMMIT crosses its threshold
+# (which may be an inline one, on the loop). Two kinds:
+# - every BACKGROUND_CHECKPOINT_EVERY transactions, a passive checkpoint on a connection and thread
+#   of its own, beside the commits: it copies the WAL into the database file and syncs both (at
+#   synchronous=NORMAL this is where the WAL reaches the disk: most of a checkpoint's time, which
+#   a commit no longer waits for);
+# - every CHECKPOINT_EVERY transactions, one on the writer thread between groups. Only a checkpoint
+#   that finds the WAL fully copied lets the next transaction restart it from the beginning, and
+#   one that runs while commits append never does, so without it the WAL would grow without bound
+#   (measured: 97 MB instead of 3.6 MB after 3,500 chain commits, and slower FULL commits as the
+#   file kept growing). After a background checkpoint it has little left to copy.
+# The WAL so holds at most about CHECKPOINT_EVERY transactions (4 pages each for a small stage:
+# about 8 MB, under journal_size_limit).
+CHECKPOINT_EVERY = 512
+BACKGROUND_CHECKPOINT_EVERY = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +100,8 @@ class WriterStats:
     deferred_requests: int  # of which riding along (write_later)
     largest_group: int  # most requests committed in one transaction
     inline_transactions: int  # of the committed groups, those run on the event loop's thread
-    checkpoints: int  # WAL checkpoints run by the writer
+    checkpoints: int  # WAL checkpoints run by the writer between groups
+    background_checkpoints: int = 0  # passive checkpoints run beside the commits
 
 
 @dataclass(slots=True)
@@ -241,7 +251,11 @@ class JournalWriter:
         self._deferred = 0
         self._largest = 0
         self._checkpoints = 0
-        self._since_checkpoint = 0
+        self._since_checkpoint = 0  # transactions since the last checkpoint between groups
+        self._background_checkpoints = 0
+        self._since_background = 0  # transactions since the last checkpoint of either kind
+        self._checkpointer: SqliteThread | None = None
+        self._background: asyncio.Task[None] | None = None
         self._kill_after = int(os.environ.get(FAILPOINT_ENV) or 0)
         # Called with (seconds, requests) after each committed group: the daemon's metrics.
         self.commit_observer: Callable[[float, int], None] | None = None
@@ -252,6 +266,7 @@ class JournalWriter:
         # must fail at once rather than block the loop. SQLite's own checkpoints are replaced by
         # the writer's, on the thread (CHECKPOINT_EVERY).
         await self._conn.run(_configure_for_writer, self._inline_commits, self._busy_timeout_ms)
+        self._checkpointer = await SqliteThread.open(self._path, name="journal-checkpointer")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
 
     @property
@@ -267,7 +282,8 @@ class JournalWriter:
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
         return WriterStats(self._transactions, self._failed, self._requests, self._durable,
-                           self._deferred, self._largest, self._inline, self._checkpoints)
+                           self._deferred, self._largest, self._inline, self._checkpoints,
+                           self._background_checkpoints)
 
     def commit_signal(self) -> asyncio.Event:
         """An event set by the next successful commit (take it *before* reading, then wait)."""
@@ -299,6 +315,7 @@ class JournalWriter:
         """Commit the pending group inline if it may run on the loop, else hand it to the task."""
         group = self._pending
         if (self._busy or self._calls or self._committing or not self._inline_allowed(group)
+                or self._since_checkpoint >= CHECKPOINT_EVERY  # the task checkpoints first
                 or self._task is None or self._task.done()):
             self._wake.set()
             return
@@ -310,7 +327,7 @@ class JournalWriter:
                 return
         except Exception as exc:  # noqa: BLE001 - a writer bug must not hang every waiter
             self._internal_error(group, exc)
-        if self._since_checkpoint >= CHECKPOINT_EVERY or self._pending:
+        if self._checkpoint_due() or self._pending:
             self._wake.set()
 
     def write_later(self, work: Work, *, label: str = "deferred write") -> None:
@@ -343,8 +360,18 @@ class JournalWriter:
         self._closing = True
         self._cancel_flush()
         self._wake.set()
-        if self._task is not None:
-            await self._task
+        try:
+            if self._task is not None:
+                await self._task
+        finally:
+            await self.checkpoint_settled()
+            if self._checkpointer is not None:
+                await self._checkpointer.close()
+
+    async def checkpoint_settled(self) -> None:
+        """Wait until no checkpoint runs beside the commits (deterministic tests, close)."""
+        if self._background is not None:
+            await asyncio.gather(self._background, return_exceptions=True)
 
     def _check_open(self, label: str) -> None:
         if self._closing:
@@ -376,8 +403,7 @@ class JournalWriter:
                 self._wake.clear()
                 while self._calls:
                     await self._run_call(self._calls.popleft())
-                if self._since_checkpoint >= CHECKPOINT_EVERY:
-                    await self._checkpoint()  # due after a leader's commit: before the next group
+                await self._checkpoint_if_due()  # due after a leader's commit: before the next group
                 if self._pending:
                     group, self._pending = self._pending, []
                     try:
@@ -386,8 +412,7 @@ class JournalWriter:
                         raise
                     except Exception as exc:  # noqa: BLE001 - a writer bug must not hang every waiter
                         self._internal_error(group, exc)
-                if self._since_checkpoint >= CHECKPOINT_EVERY:
-                    await self._checkpoint()
+                await self._checkpoint_if_due()
                 if self._closing and not self._calls and not self._pending:
                     return
         finally:
@@ -430,8 +455,24 @@ class JournalWriter:
         if not call.future.done():
             call.future.set_result(value)
 
+    def _checkpoint_due(self) -> bool:
+        return (self._since_checkpoint >= CHECKPOINT_EVERY
+                or (self._since_background >= BACKGROUND_CHECKPOINT_EVERY and self._background is None))
+
+    async def _checkpoint_if_due(self) -> None:
+        if self._closing:
+            return  # close() checkpoints the whole WAL itself
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            await self.checkpoint_settled()  # one checkpoint at a time
+            await self._checkpoint()
+        elif self._since_background >= BACKGROUND_CHECKPOINT_EVERY and self._background is None:
+            self._since_background = 0
+            self._background = asyncio.get_running_loop().create_task(
+                self._checkpoint_beside(), name="journal-checkpoint")
+
     async def _checkpoint(self) -> None:
-        self._since_checkpoint = 0
+        """A checkpoint between groups: with nothing appended meanwhile, the WAL can restart."""
+        self._since_checkpoint = self._since_background = 0
         try:
             await self._on_thread(_checkpoint_passive)
         except sqlite3.Error as exc:
@@ -439,6 +480,19 @@ class JournalWriter:
             log.warning("journal checkpoint failed", path=str(self._path), error=str(exc))
             return
         self._checkpoints += 1
+
+    async def _checkpoint_beside(self) -> None:
+        """A passive checkpoint on the checkpointer's connection while commits go on."""
+        assert self._checkpointer is not None
+        try:
+            await self._checkpointer.run(_checkpoint_passive)
+        except sqlite3.Error as exc:
+            log.warning("journal checkpoint failed", path=str(self._path), error=str(exc))
+        else:
+            self._background_checkpoints += 1
+        finally:
+            self._background = None
+            self._wake.set()  # a checkpoint between groups may have waited for this one
 
     def _inline_allowed(self, group: list[_Request]) -> bool:
         return (self._inline_commits and len(group) <= INLINE_MAX_REQUESTS
@@ -537,6 +591,7 @@ class JournalWriter:
         if committed:
             self._transactions += 1
             self._since_checkpoint += 1
+            self._since_background += 1
             self._inline += inline
             self._largest = max(self._largest, len(group))
         else:

@@ -19,7 +19,7 @@ from journal_helpers import make_pipeline, make_result
 from flowmasond.engine.interfaces import Record
 from flowmasond.errors import StorageFullError
 from flowmasond.journal import Journal
-from flowmasond.journal.writer import CHECKPOINT_EVERY, INLINE_MAX_REQUESTS
+from flowmasond.journal.writer import BACKGROUND_CHECKPOINT_EVERY, CHECKPOINT_EVERY, INLINE_MAX_REQUESTS
 
 Opener = Callable[..., Awaitable[Journal]]
 
@@ -147,11 +147,30 @@ async def test_the_writer_checkpoints_the_wal_as_it_goes(open_journal: Opener,
     assert db_path.stat().st_size > size_before  # the pages reached the main file
 
 
+async def test_checkpoints_run_beside_the_commits_between_the_writers_own(open_journal: Opener,
+                                                                       db_path: Path) -> None:
+    """Every BACKGROUND_CHECKPOINT_EVERY transactions the WAL is copied into the database file by a
+    checkpoint on a connection of its own, before the writer has checkpointed between groups."""
+    journal = await open_journal(synchronous="NORMAL")
+    await journal.create_run("r", make_pipeline(), {})
+    store = journal.run_store("r")
+    size_before = db_path.stat().st_size
+
+    for i in range(BACKGROUND_CHECKPOINT_EVERY + 1):
+        await store.commit([Record.of_result(f"s{i}", make_result(f"s{i}"))])
+    await journal.writer.checkpoint_settled()
+
+    stats = journal.stats()
+    assert stats.background_checkpoints >= 1 and stats.checkpoints == 0
+    assert db_path.stat().st_size > size_before  # the pages reached the main file
+
+
 async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(open_journal: Opener,
                                                                      db_path: Path) -> None:
     """Checkpoints let the WAL restart: after eight checkpoint periods of back-to-back commits the
-    WAL file is no larger than after two (a checkpoint run beside the commits never finds the WAL
-    fully copied, and the file grew with every commit)."""
+    WAL file is hardly larger than after two (a checkpoint run beside the commits never finds the
+    WAL fully copied, and the file grew with every commit: 4x here). Not exactly as large: a period
+    of a larger B-tree splits a few more pages (measured: 1% more frames)."""
     journal = await open_journal(synchronous="NORMAL")
     await journal.create_run("r", make_pipeline(), {})
     store = journal.run_store("r")
@@ -164,7 +183,7 @@ async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(open_journ
         await store.commit([Record.of_result(f"s{i}", make_result(f"s{i}"))])
 
     assert journal.stats().checkpoints >= 8
-    assert wal.stat().st_size <= after_two
+    assert wal.stat().st_size <= 1.1 * after_two
 
 
 async def test_maintenance_calls_among_commits_all_succeed(open_journal: Opener) -> None:
