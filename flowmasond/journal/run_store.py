@@ -61,6 +61,7 @@ class JournalRunStore:
         self._writer = writer
         self._clock = clock
         self.run_id = run_id
+        self._commit_label = f"commit of run {run_id}"
 
     async def commit(self, records: Sequence[Record]) -> None:
         """Append ``records`` atomically; returns once they are durable.
@@ -75,7 +76,7 @@ class JournalRunStore:
         rows, usage = self._encode(records, self._clock())
         await self._writer.write(partial(_commit_records, run_id=self.run_id, rows=rows,
                                          usage=usage),
-                                 label=f"commit of run {self.run_id}")
+                                 label=self._commit_label)
 
     async def mark_started(self, path: str, attempt: int, *, durable: bool) -> None:
         """Record that ``attempt`` of ``path`` begins; ``durable=False`` rides along later."""

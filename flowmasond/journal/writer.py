@@ -242,7 +242,8 @@ class JournalWriter:
         self._busy = False
         self._leading = False  # a leader is letting the loop run once before it commits
         self._task: asyncio.Task[None] | None = None
-        self._committed = asyncio.Event()
+        # Created when someone asks for it (a follower): most commits have nobody to wake.
+        self._committed: asyncio.Event | None = None
         self._transactions = 0
         self._inline = 0
         self._failed = 0
@@ -287,6 +288,8 @@ class JournalWriter:
 
     def commit_signal(self) -> asyncio.Event:
         """An event set by the next successful commit (take it *before* reading, then wait)."""
+        if self._committed is None:
+            self._committed = asyncio.Event()
         return self._committed
 
     async def write(self, work: Callable[[sqlite3.Connection], T], *, label: str = "write") -> T:
@@ -580,11 +583,15 @@ class JournalWriter:
                 error = (storage_error(value, path=self._path, operation=request.label)
                          if isinstance(value, sqlite3.Error) else value)
                 self._fail(request, error)
-        committed, self._committed = self._committed, asyncio.Event()
-        committed.set()
+        committed, self._committed = self._committed, None
+        if committed is not None:
+            committed.set()
 
     def _count(self, group: list[_Request], *, committed: bool, inline: bool) -> None:
-        deferred = sum(1 for r in group if r.future is None)
+        deferred = 0
+        for request in group:
+            if request.future is None:
+                deferred += 1
         self._requests += len(group)
         self._deferred += deferred
         self._durable += len(group) - deferred
