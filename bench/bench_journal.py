@@ -246,7 +246,11 @@ async def resume_ms(directory: Path, committed: int, registry: Any, profiler: An
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.repeat is not None:
+        sizes["repeat"] = args.repeat
+    if args.blocks is not None:
+        sizes["blocks"] = args.blocks
     registry = build_registry()
     with tempfile.TemporaryDirectory(prefix="fm-bench-journal-", dir=args.dir) as tmp:
         directory = Path(tmp)
@@ -309,6 +313,10 @@ async def main_async(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed runs per shape and journal mode (default 3; more on a busy machine)")
+    parser.add_argument("--blocks", type=int, default=None,
+                        help="interleaved blocks of the FULL chain aim (default 15)")
     parser.add_argument("--dir", default=os.environ.get("FLOWMASON_BENCH_DIR"),
                         help="where the databases go (default: the system temp dir)")
     return asyncio.run(main_async(parser.parse_args(argv)))
