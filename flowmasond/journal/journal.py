@@ -125,7 +125,7 @@ class Journal:
             if applied:
                 log.info("journal migrated", path=str(path), applied=applied)
             writer = JournalWriter(writer_conn, path=path, flush_delay_s=flush_delay_s, busy_timeout_ms=busy_timeout_ms,
-                                   inline_commits=inline_commits)
+                                   inline_commits=inline_commits, background_checkpoints=mode == "NORMAL")
             await writer.start()
         except BaseException as exc:
             if reader_conn is not None:

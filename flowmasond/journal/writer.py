@@ -73,20 +73,24 @@ INLINE_STALL_S = 0.100
 INLINE_AVERAGE_WEIGHT = 0.1  # of the newest commit in the moving average
 INLINE_BACKOFF_S = 30.0
 # WAL checkpoints, instead of SQLite's automatic ones inside whatever COMMIT crosses its threshold
-# (which may be an inline one, on the loop). Two kinds:
-# - every BACKGROUND_CHECKPOINT_EVERY transactions, a passive checkpoint on a connection and thread
-#   of its own, beside the commits: it copies the WAL into the database file and syncs both (at
-#   synchronous=NORMAL this is where the WAL reaches the disk: most of a checkpoint's time, which
-#   a commit no longer waits for);
-# - every CHECKPOINT_EVERY transactions, one on the writer thread between groups. Only a checkpoint
-#   that finds the WAL fully copied lets the next transaction restart it from the beginning, and
-#   one that runs while commits append never does, so without it the WAL would grow without bound
-#   (measured: 97 MB instead of 3.6 MB after 3,500 chain commits, and slower FULL commits as the
-#   file kept growing). After a background checkpoint it has little left to copy.
-# The WAL so holds at most about CHECKPOINT_EVERY transactions (4 pages each for a small stage:
-# about 8 MB, under journal_size_limit).
-CHECKPOINT_EVERY = 512
+# (which may be an inline one, on the loop). The writer runs one itself between groups every
+# CHECKPOINT_EVERY transactions: only a checkpoint that finds the WAL fully copied lets the next
+# transaction restart the WAL from its beginning, and one that runs while commits append never
+# does, so without it the WAL would grow without bound (measured: 97 MB instead of 3.6 MB after
+# 3,500 chain commits, and slower FULL commits as the file kept growing).
+# At synchronous=NORMAL a checkpoint is also where the WAL reaches the disk (two fsyncs and the
+# WAL's pages written back: 2-9 ms here, which the stage waiting for its commit waited for). There,
+# every BACKGROUND_CHECKPOINT_EVERY transactions a passive checkpoint runs on a connection and
+# thread of its own, beside the commits, and the writer's own one, which then has little left to
+# copy, runs every NORMAL_CHECKPOINT_EVERY (the WAL holds at most that many transactions: about
+# 8 MB for small stages). At FULL the commits have synced the WAL already and the checkpoint is
+# short; running it beside the commits, or less often, made FULL chains slower (their fsyncs
+# competed with the checkpoint's, and a larger WAL costs each commit more; measured in
+# bench_journal's interleaved blocks: journal share 1.02x -> 1.15x with background checkpoints,
+# 1.31x with both), so FULL keeps the writer's checkpoint every 128 transactions.
+CHECKPOINT_EVERY = 128
 BACKGROUND_CHECKPOINT_EVERY = 128
+NORMAL_CHECKPOINT_EVERY = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +227,7 @@ class JournalWriter:
 
     def __init__(self, conn: SqliteThread, *, path: Path,
                  flush_delay_s: float = DEFAULT_FLUSH_DELAY_S, busy_timeout_ms: int = 5000,
-                 inline_commits: bool = True) -> None:
+                 inline_commits: bool = True, background_checkpoints: bool = False) -> None:
         self._conn = conn
         self._path = path
         self._flush_delay_s = flush_delay_s
@@ -256,6 +260,9 @@ class JournalWriter:
         self._background_checkpoints = 0
         self._since_background = 0  # transactions since the last checkpoint of either kind
         self._checkpointer: SqliteThread | None = None
+        # background_checkpoints: for synchronous=NORMAL (see BACKGROUND_CHECKPOINT_EVERY).
+        self._background_checkpoints_on = background_checkpoints
+        self._checkpoint_every = NORMAL_CHECKPOINT_EVERY if background_checkpoints else CHECKPOINT_EVERY
         self._background: asyncio.Task[None] | None = None
         self._kill_after = int(os.environ.get(FAILPOINT_ENV) or 0)
         # Called with (seconds, requests) after each committed group: the daemon's metrics.
@@ -267,7 +274,8 @@ class JournalWriter:
         # must fail at once rather than block the loop. SQLite's own checkpoints are replaced by
         # the writer's, on the thread (CHECKPOINT_EVERY).
         await self._conn.run(_configure_for_writer, self._inline_commits, self._busy_timeout_ms)
-        self._checkpointer = await SqliteThread.open(self._path, name="journal-checkpointer")
+        if self._background_checkpoints_on:
+            self._checkpointer = await SqliteThread.open(self._path, name="journal-checkpointer")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
 
     @property
@@ -318,7 +326,7 @@ class JournalWriter:
         """Commit the pending group inline if it may run on the loop, else hand it to the task."""
         group = self._pending
         if (self._busy or self._calls or self._committing or not self._inline_allowed(group)
-                or self._since_checkpoint >= CHECKPOINT_EVERY  # the task checkpoints first
+                or self._since_checkpoint >= self._checkpoint_every  # the task checkpoints first
                 or self._task is None or self._task.done()):
             self._wake.set()
             return
@@ -459,16 +467,18 @@ class JournalWriter:
             call.future.set_result(value)
 
     def _checkpoint_due(self) -> bool:
-        return (self._since_checkpoint >= CHECKPOINT_EVERY
-                or (self._since_background >= BACKGROUND_CHECKPOINT_EVERY and self._background is None))
+        return (self._since_checkpoint >= self._checkpoint_every
+                or (self._checkpointer is not None and self._background is None
+                    and self._since_background >= BACKGROUND_CHECKPOINT_EVERY))
 
     async def _checkpoint_if_due(self) -> None:
         if self._closing:
             return  # close() checkpoints the whole WAL itself
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
+        if self._since_checkpoint >= self._checkpoint_every:
             await self.checkpoint_settled()  # one checkpoint at a time
             await self._checkpoint()
-        elif self._since_background >= BACKGROUND_CHECKPOINT_EVERY and self._background is None:
+        elif (self._checkpointer is not None and self._background is None
+              and self._since_background >= BACKGROUND_CHECKPOINT_EVERY):
             self._since_background = 0
             self._background = asyncio.get_running_loop().create_task(
                 self._checkpoint_beside(), name="journal-checkpoint")

@@ -19,7 +19,11 @@ from journal_helpers import make_pipeline, make_result
 from flowmasond.engine.interfaces import Record
 from flowmasond.errors import StorageFullError
 from flowmasond.journal import Journal
-from flowmasond.journal.writer import BACKGROUND_CHECKPOINT_EVERY, CHECKPOINT_EVERY, INLINE_MAX_REQUESTS
+from flowmasond.journal.writer import (BACKGROUND_CHECKPOINT_EVERY, CHECKPOINT_EVERY, INLINE_MAX_REQUESTS,
+                                       NORMAL_CHECKPOINT_EVERY)
+
+# The writer's own checkpoint period per synchronous mode.
+WRITER_PERIOD = {"FULL": CHECKPOINT_EVERY, "NORMAL": NORMAL_CHECKPOINT_EVERY}
 
 Opener = Callable[..., Awaitable[Journal]]
 
@@ -132,15 +136,17 @@ async def test_a_storage_fault_moves_commits_to_the_writer_thread(open_journal: 
     assert list((await journal.load_snapshot("r")).results) == ["after"]
 
 
-async def test_the_writer_checkpoints_the_wal_as_it_goes(open_journal: Opener,
-                                                         db_path: Path) -> None:
-    """Every CHECKPOINT_EVERY transactions the WAL is copied into the database file."""
-    journal = await open_journal(synchronous="NORMAL")
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_the_writer_checkpoints_the_wal_as_it_goes(open_journal: Opener, db_path: Path,
+                                                         synchronous: str) -> None:
+    """Every CHECKPOINT_EVERY transactions (NORMAL_CHECKPOINT_EVERY at NORMAL) the writer copies
+    the WAL into the database file between groups."""
+    journal = await open_journal(synchronous=synchronous)
     await journal.create_run("r", make_pipeline(), {})
     store = journal.run_store("r")
     size_before = db_path.stat().st_size
 
-    for i in range(CHECKPOINT_EVERY + 1):
+    for i in range(WRITER_PERIOD[synchronous] + 1):
         await store.commit([Record.of_result(f"s{i}", make_result(f"s{i}"))])
 
     assert journal.stats().checkpoints >= 1
@@ -149,8 +155,8 @@ async def test_the_writer_checkpoints_the_wal_as_it_goes(open_journal: Opener,
 
 async def test_checkpoints_run_beside_the_commits_between_the_writers_own(open_journal: Opener,
                                                                        db_path: Path) -> None:
-    """Every BACKGROUND_CHECKPOINT_EVERY transactions the WAL is copied into the database file by a
-    checkpoint on a connection of its own, before the writer has checkpointed between groups."""
+    """At NORMAL, every BACKGROUND_CHECKPOINT_EVERY transactions the WAL is copied into the database
+    file by a checkpoint on a connection of its own, before the writer has checkpointed."""
     journal = await open_journal(synchronous="NORMAL")
     await journal.create_run("r", make_pipeline(), {})
     store = journal.run_store("r")
@@ -165,21 +171,38 @@ async def test_checkpoints_run_beside_the_commits_between_the_writers_own(open_j
     assert db_path.stat().st_size > size_before  # the pages reached the main file
 
 
+async def test_no_checkpoint_runs_beside_full_commits(open_journal: Opener) -> None:
+    """At FULL the writer alone checkpoints: one beside the commits slowed their fsyncs."""
+    journal = await open_journal(synchronous="FULL")
+    await journal.create_run("r", make_pipeline(), {})
+    store = journal.run_store("r")
+
+    for i in range(CHECKPOINT_EVERY + 1):
+        await store.commit([Record.of_result(f"s{i}", make_result(f"s{i}"))])
+    await journal.writer.checkpoint_settled()
+
+    stats = journal.stats()
+    assert stats.background_checkpoints == 0 and stats.checkpoints >= 1
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
 async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(open_journal: Opener,
-                                                                     db_path: Path) -> None:
+                                                                     db_path: Path,
+                                                                     synchronous: str) -> None:
     """Checkpoints let the WAL restart: after eight checkpoint periods of back-to-back commits the
     WAL file is hardly larger than after two (a checkpoint run beside the commits never finds the
     WAL fully copied, and the file grew with every commit: 4x here). Not exactly as large: a period
     of a larger B-tree splits a few more pages (measured: 1% more frames)."""
-    journal = await open_journal(synchronous="NORMAL")
+    journal = await open_journal(synchronous=synchronous)
     await journal.create_run("r", make_pipeline(), {})
     store = journal.run_store("r")
     wal = Path(f"{db_path}-wal")
+    period = WRITER_PERIOD[synchronous]
 
-    for i in range(2 * CHECKPOINT_EVERY + 1):
+    for i in range(2 * period + 1):
         await store.commit([Record.of_result(f"s{i}", make_result(f"s{i}"))])
     after_two = wal.stat().st_size
-    for i in range(2 * CHECKPOINT_EVERY + 1, 8 * CHECKPOINT_EVERY + 1):
+    for i in range(2 * period + 1, 8 * period + 1):
         await store.commit([Record.of_result(f"s{i}", make_result(f"s{i}"))])
 
     assert journal.stats().checkpoints >= 8
