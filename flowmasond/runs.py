@@ -276,17 +276,18 @@ class RunManager:
         return row
 
     async def _claim_for_resume(self, run_id: str, *, expected: Sequence[RunStatus],
-                                pipeline: PipelineConfig | None = None) -> RunSnapshot:
+                                pipeline: PipelineConfig | None = None, start: bool = False) -> RunSnapshot:
         """Claim ``run_id`` for a resume (``Journal.record_resume``) and return its snapshot.
 
         The snapshot is read and decoded while the claim's commit waits for its fsync: the two
         overlap instead of adding up (the run is not executing, so nothing adds records meanwhile).
-        If the claim succeeded but the read failed, the run is left ``interrupted`` with that error,
-        to be resumed again, rather than ``pending`` with nothing executing it.
+        ``start``: the claim also marks the run ``running`` (it holds a slot already). If the claim
+        succeeded but the read failed, the run is left ``interrupted`` with that error, to be
+        resumed again, rather than ``pending`` with nothing executing it.
         """
         loaded, claimed = await asyncio.gather(
             self.journal.load_snapshot(run_id),
-            self.journal.record_resume(run_id, expected=expected, pipeline=pipeline),
+            self.journal.record_resume(run_id, expected=expected, pipeline=pipeline, start=start),
             return_exceptions=True)
         if isinstance(claimed, BaseException):
             raise claimed
@@ -294,9 +295,18 @@ class RunManager:
             error = loaded.to_dict() if isinstance(loaded, FlowmasonError) else {
                 "code": "internal_error", "message": str(loaded)}
             await self.journal.set_run_status(run_id, RunStatus.INTERRUPTED,
-                                              expected=[RunStatus.PENDING], error=error)
+                                              expected=[RunStatus.RUNNING if start else RunStatus.PENDING],
+                                              error=error)
             raise loaded
         return loaded.for_resume()
+
+    async def _free_slot(self) -> bool:
+        """Take a concurrency slot if one is free right now (no wait); the caller releases it."""
+        # Semaphore.acquire does not wait when the semaphore is not locked.
+        if self._slots.locked():
+            return False
+        await self._slots.acquire()
+        return True
 
     def _launch(self, run_id: str, pipeline: PipelineConfig, inputs: dict[str, Any], *, snapshot: Any,
                 force: bool = False, schedule_id: str | None = None, after: Sequence[str] = (),
@@ -524,19 +534,26 @@ class RunManager:
                     run_id=run_id, pipeline_id=pinned.id, diff=definition_diff(pinned, current))
             if definition == "current":
                 pipeline = current
-        await self._acquire(run_id)
-        # The claim: a conditional UPDATE from the status read above. Anything that changed the
-        # run in between makes it fail with RunConflictError instead of launching it twice.
+        # With a slot free now the claim marks the run running too: one commit instead of two.
+        slot = await self._free_slot()
         try:
-            snapshot = await self._claim_for_resume(run_id, expected=[row.status],
-                                                    pipeline=pipeline if pipeline is not pinned else None)
+            await self._acquire(run_id)
+            # The claim: a conditional UPDATE from the status read above. Anything that changed
+            # the run in between makes it fail with RunConflictError instead of launching it twice.
+            try:
+                snapshot = await self._claim_for_resume(run_id, expected=[row.status], start=slot,
+                                                        pipeline=pipeline if pipeline is not pinned else None)
+            except BaseException:
+                await self._release(run_id)
+                raise
         except BaseException:
-            await self._release(run_id)
+            if slot:
+                self._slots.release()
             raise
         log.info("run_resumed", run_id=run_id, committed=len(snapshot.results), force=force,
                  definition=definition or "pinned")
         self._launch(run_id, pipeline, row.inputs, snapshot=snapshot, force=force, schedule_id=row.schedule_id,
-                     breaks=RunBreaks(breakpoints=set(row.breakpoints), stepping=row.stepping))
+                     breaks=RunBreaks(breakpoints=set(row.breakpoints), stepping=row.stepping), running=slot)
         self.notify()
         return run_id
 
@@ -695,18 +712,18 @@ class RunManager:
                          inputs: dict[str, Any], *, cancellation: CancellationToken | None = None) -> RunOutcome:
         row = await self.find(child_run_id)
         snapshot = None
+        # A child run takes no slot of its own: it is created (or claimed) running, in one commit.
         if row is None:
             pipeline = self.catalog.get(pipeline_id)
             await self.journal.create_run(child_run_id, pipeline, inputs, parent_run_id=parent.run_id,
-                                          parent_path=path)
+                                          parent_path=path, start=True)
         else:
             if row.status is RunStatus.SUCCEEDED:
                 return RunOutcome(run_id=child_run_id, pipeline_id=row.pipeline_id, status=row.status,
                                   output=row.output)
             pipeline = await self._pinned(row)
             inputs = row.inputs
-            snapshot = await self._claim_for_resume(child_run_id, expected=CHILD_RESUME_FROM)
-        await self.journal.set_run_status(child_run_id, RunStatus.RUNNING, expected=[RunStatus.PENDING])
+            snapshot = await self._claim_for_resume(child_run_id, expected=CHILD_RESUME_FROM, start=True)
         outcome = await self.executor.execute(pipeline, inputs, run_id=child_run_id,
                                               store=self.journal.run_store(child_run_id), snapshot=snapshot,
                                               cancellation=cancellation or parent.cancellation,

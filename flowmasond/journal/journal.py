@@ -262,17 +262,19 @@ class Journal:
                                         label=f"status {status.value} of run {run_id}")
 
     async def record_resume(self, run_id: str, *, expected: Iterable[RunStatus],
-                            pipeline: PipelineConfig | None = None) -> int:
+                            pipeline: PipelineConfig | None = None, start: bool = False) -> int:
         """Claim ``run_id`` for a resume: back to ``pending`` if it is in one of ``expected``.
 
         Counts the resume and returns the run's new ``resumed_count``; with ``pipeline``, re-pins
         the run to that definition (the explicit, opt-in way to resume against a changed one). Of
-        two racing claims exactly one succeeds; the other raises ``RunConflictError``.
+        two racing claims exactly one succeeds; the other raises ``RunConflictError``. ``start``:
+        the run is also marked ``running`` in the same transaction (the same row and events as
+        ``set_run_status(RUNNING, expected=[PENDING])`` right after, for one commit).
         """
         now = self._clock()
         pin = pin_params(pipeline, now) if pipeline is not None else None
         return await self._writer.write(partial(_record_resume, run_id=run_id, pin=pin, now=now,
-                                                expected=_statuses_json(expected)),
+                                                expected=_statuses_json(expected), start=start),
                                         label=f"resume of run {run_id}")
 
     async def increment_recovery_attempts(self, run_id: str) -> int:
@@ -660,6 +662,9 @@ def _statuses_json(statuses: Iterable[RunStatus]) -> str:
     return dumps(status_values(statuses))
 
 
+_PENDING_JSON = _statuses_json([RunStatus.PENDING])
+
+
 def _conflict(conn: sqlite3.Connection, run_id: str, wanted: str, expected: str) -> RunConflictError:
     """The error for a conditional update that matched no row (or RunNotFoundError)."""
     row = conn.execute(queries().run_status, {"run_id": run_id}).fetchone()
@@ -690,7 +695,7 @@ def _status_event(conn: sqlite3.Connection, run_id: str, now: float, data: dict[
 
 
 def _record_resume(conn: sqlite3.Connection, run_id: str, pin: dict[str, Any] | None,
-                   now: float, expected: str) -> int:
+                   now: float, expected: str, start: bool = False) -> int:
     q = queries()
     row = conn.execute(q.run_status, {"run_id": run_id}).fetchone()
     if row is None:
@@ -710,6 +715,9 @@ def _record_resume(conn: sqlite3.Connection, run_id: str, pin: dict[str, Any] | 
     conn.execute(q.insert_event, {"run_id": run_id, "now": now,
                                   "kind": EventKind.RUN_RESUMED.value, "path": None,
                                   "data": dumps(data)})
+    if start:
+        _set_status(conn, {"run_id": run_id, "status": RunStatus.RUNNING.value, "output": None, "error": None,
+                           "finished": False, "now": now, "expected": _PENDING_JSON}, None)
     return int(count)
 
 

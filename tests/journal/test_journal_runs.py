@@ -84,6 +84,43 @@ async def test_a_run_created_started_is_the_run_created_then_marked_running(jour
     assert one_commit == 1
 
 
+async def test_a_resume_claimed_started_is_the_claim_then_marked_running(journal: Journal) -> None:
+    """record_resume(start=True) leaves the row and events that record_resume then
+    set_run_status(RUNNING) leave, in one transaction instead of two."""
+    pipeline = make_pipeline()
+    for run_id in ("one", "two"):
+        await journal.create_run(run_id, pipeline, {"x": 1}, start=True)
+        await journal.set_run_status(run_id, RunStatus.FAILED, expected=[RunStatus.RUNNING],
+                                     error={"code": "boom", "message": "failed"})
+    transactions = journal.stats().transactions
+    count = await journal.record_resume("one", expected=[RunStatus.FAILED], start=True)
+    one_commit = journal.stats().transactions - transactions
+    oracle_count = await journal.record_resume("two", expected=[RunStatus.FAILED])
+    await journal.set_run_status("two", RunStatus.RUNNING, expected=[RunStatus.PENDING])
+
+    resumed, oracle = await journal.get_run("one"), await journal.get_run("two")
+    events = [(e.kind, e.path, e.data) for e in await journal.events("one")]
+    oracle_events = [(e.kind, e.path, e.data) for e in await journal.events("two")]
+
+    assert resumed.status is RunStatus.RUNNING and count == oracle_count == 1
+    assert dataclasses.replace(resumed, run_id="two", created_at=oracle.created_at,
+                               started_at=oracle.started_at) == oracle
+    assert events == oracle_events
+    assert one_commit == 1
+
+
+async def test_a_resume_claimed_started_loses_a_race_like_any_claim(journal: Journal) -> None:
+    """Of two claims with start=True, one wins; the other gets RunConflictError and changes nothing."""
+    await journal.create_run("r", make_pipeline(), {}, start=True)
+    await journal.set_run_status("r", RunStatus.FAILED, expected=[RunStatus.RUNNING])
+    results = await asyncio.gather(
+        journal.record_resume("r", expected=[RunStatus.FAILED], start=True),
+        journal.record_resume("r", expected=[RunStatus.FAILED], start=True), return_exceptions=True)
+
+    assert sorted(type(r).__name__ for r in results) == ["RunConflictError", "int"]
+    assert (await journal.get_run("r")).resumed_count == 1
+
+
 async def test_a_run_created_started_answers_as_stored(open_journal: Opener, clock: FakeClock) -> None:
     """create_run(start=True) returns the row get_run reads back."""
     journal = await open_journal(clock=clock)

@@ -285,8 +285,10 @@ class PgJournal:
         return await self._writer.write(work, label=f"status {status.value} of run {run_id}")
 
     async def record_resume(self, run_id: str, *, expected: Iterable[RunStatus],
-                            pipeline: PipelineConfig | None = None) -> int:
-        """Claim ``run_id`` for a resume (back to ``pending``); returns the new ``resumed_count``."""
+                            pipeline: PipelineConfig | None = None, start: bool = False) -> int:
+        """Claim ``run_id`` for a resume (back to ``pending``); returns the new ``resumed_count``.
+
+        ``start``: also ``running``, in the same transaction (as ``set_run_status`` right after)."""
         now = self._clock()
         pin = pin_params(pipeline, now) if pipeline is not None else None
         wanted = status_values(expected)
@@ -313,6 +315,16 @@ class PgJournal:
             await _event(cur, run_id, now, EventKind.RUN_RESUMED,
                          pg_dumps({"resumed_count": count, "pipeline_hash": pin["hash"] if pin else previous_hash,
                                    "previous_hash": previous_hash}))
+            if start:
+                await cur.execute(q.update_run_status, {
+                    "run_id": run_id, "status": RunStatus.RUNNING.value, "output": None, "error": None,
+                    "finished": False, "now": now, "expected": [RunStatus.PENDING.value]})
+                if await cur.fetchone() is None:
+                    raise conflict_error(run_id, RunStatus.PENDING.value, RunStatus.RUNNING.value,
+                                         [RunStatus.PENDING.value])
+                await _event(cur, run_id, now, EventKind.RUN_STATUS,
+                             pg_dumps({"status": RunStatus.RUNNING.value, "previous": RunStatus.PENDING.value,
+                                       "error": None}))
             return count
 
         return await self._writer.write(work, label=f"resume of run {run_id}")
