@@ -407,6 +407,12 @@ class Journal:
         rows = await self._read("count_runs_by_status", queries().count_runs_by_status, {})
         return {row["status"]: int(row["n"]) for row in rows}
 
+    async def active_runs_of_schedule(self, pipeline_id: str, schedule_id: str) -> list[tuple[str, RunStatus]]:
+        """The schedule's pending, running and paused runs, oldest first (its overlap policy counts them)."""
+        rows = await self._read("active_runs_of_schedule", queries().active_runs_of_schedule,
+                                {"pipeline_id": pipeline_id, "schedule_id": schedule_id})
+        return [(row["run_id"], RunStatus(row["status"])) for row in rows]
+
     async def ping(self) -> bool:
         """True when both connections answer (the watchdog's health check)."""
         await self._read("ping", queries().ping, {})

@@ -45,10 +45,6 @@ log = structlog.get_logger("flowmasond.scheduling.scheduler")
 MAX_SLEEP_S = 30.0
 # stop() lets a pass that is recording fires finish (a fire must not be left half-done) this long.
 STOP_TIMEOUT_S = 10.0
-# Cluster mode: the statuses in which another node's run of a schedule counts for its overlap policy
-# (an interrupted run waits for an operator or a claim, and must not hold its schedule meanwhile).
-OTHER_NODES_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
-OTHER_NODES_LIMIT = 100
 
 
 @dataclass(slots=True)
@@ -470,11 +466,11 @@ class Scheduler:
         if self.runs.ownership is None:
             return local
         mine = {run.run_id for run in local}
-        rows = await self.journal.list_runs(status=OTHER_NODES_ACTIVE, pipeline_id=schedule.pipeline_id,
-                                            schedule_id=schedule.config.id, limit=OTHER_NODES_LIMIT)
-        # Oldest first, as the local ones are (the ``skip`` reason names the first).
-        others = [_RunElsewhere(row.run_id, row.status is not RunStatus.PENDING)
-                  for row in reversed(rows) if row.run_id not in mine]
+        # Oldest first, as the local ones are (the ``skip`` reason names the first). An interrupted
+        # run does not count: it waits for a resume or a takeover, and must not hold its schedule.
+        rows = await self.journal.active_runs_of_schedule(schedule.pipeline_id, schedule.config.id)
+        others = [_RunElsewhere(run_id, status is not RunStatus.PENDING)
+                  for run_id, status in rows if run_id not in mine]
         return [*local, *others]
 
     def _active_by_schedule(self) -> dict[ScheduleKey, int]:

@@ -99,5 +99,12 @@ SELECT * FROM runs WHERE parent_run_id = :run_id ORDER BY created_at, run_id;
 -- name: count_runs_by_status
 SELECT status, count(*) AS n FROM runs GROUP BY status;
 
+-- name: active_runs_of_schedule
+-- A schedule's runs still going, oldest first: what its overlap policy counts (runs_by_status).
+SELECT run_id, status FROM runs
+WHERE status IN ('pending', 'running', 'paused')
+  AND pipeline_id = :pipeline_id AND schedule_id = :schedule_id
+ORDER BY created_at, run_id;
+
 -- name: ping
 SELECT 1;

@@ -121,6 +121,29 @@ async def test_a_resume_claimed_started_loses_a_race_like_any_claim(journal: Jou
     assert (await journal.get_run("r")).resumed_count == 1
 
 
+async def test_active_runs_of_a_schedule_are_its_pending_running_and_paused_runs_oldest_first(
+        journal: Journal, clock: FakeClock) -> None:
+    """Exactly the schedule's runs in pending, running or paused (not another schedule's or
+    pipeline's, not finished or interrupted ones), oldest first: list_runs with the same filters,
+    reversed, is the oracle."""
+    pipeline, other = make_pipeline(), make_pipeline("other")
+    statuses = [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.SUCCEEDED,
+                RunStatus.INTERRUPTED, RunStatus.FAILED, RunStatus.RUNNING]
+    for i, status in enumerate(statuses):
+        clock.advance(1.0)
+        await journal.create_run(f"r{i}", pipeline, {}, schedule_id="nightly", status=status)
+    await journal.create_run("elsewhere", other, {}, schedule_id="nightly", status=RunStatus.RUNNING)
+    await journal.create_run("manual", pipeline, {}, status=RunStatus.RUNNING)
+    await journal.create_run("hourly", pipeline, {}, schedule_id="hourly", status=RunStatus.PENDING)
+    oracle = await journal.list_runs(status=[RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED],
+                                     pipeline_id=pipeline.id, schedule_id="nightly")
+
+    active = await journal.active_runs_of_schedule(pipeline.id, "nightly")
+
+    assert active == [(row.run_id, row.status) for row in reversed(oracle)]
+    assert [run_id for run_id, _ in active] == ["r0", "r1", "r2", "r6"]
+
+
 async def test_a_run_created_started_answers_as_stored(open_journal: Opener, clock: FakeClock) -> None:
     """create_run(start=True) returns the row get_run reads back."""
     journal = await open_journal(clock=clock)

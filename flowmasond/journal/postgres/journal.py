@@ -478,6 +478,12 @@ class PgJournal:
         rows = await self._fetch("count_runs_by_status", pg_queries().count_runs_by_status, {})
         return {str(row[0]): int(row[1]) for row in rows}
 
+    async def active_runs_of_schedule(self, pipeline_id: str, schedule_id: str) -> list[tuple[str, RunStatus]]:
+        """The schedule's pending, running and paused runs, oldest first (its overlap policy counts them)."""
+        rows = await self._fetch("active_runs_of_schedule", pg_queries().active_runs_of_schedule,
+                                 {"pipeline_id": pipeline_id, "schedule_id": schedule_id})
+        return [(row[0], RunStatus(row[1])) for row in rows]
+
     async def ping(self) -> bool:
         """True when a reader session and the writer's session answer, or while the database is
         unreachable and the writer waits for it (the systemd watchdog's check: restarting the
