@@ -7,7 +7,8 @@
 -- order. Records and attempts written before version 7 have negative ids (their events are copies
 -- in run_event_log), hence `> max(:after_id, 0)`. The reads below list the three sources with one
 -- ORDER BY, which SQLite answers by merging three index scans (the view run_events would sort every
--- row past the cursor first); their columns and data are the view's (0007_derived_stage_events).
+-- row past the cursor first). How a record or an attempt reads as an event is the views
+-- record_events and attempt_events (0009_stage_event_views), which SQLite flattens into these.
 
 -- name: insert_event
 INSERT INTO run_event_log (id, run_id, ts, kind, path, data)
@@ -17,34 +18,11 @@ VALUES (next_event_id(), :run_id, :now, :kind, :path, :data);
 SELECT id, run_id, ts, kind, path, data FROM run_event_log
 WHERE id > :after_id
 UNION ALL
-SELECT event_id, run_id, committed_at,
-       CASE
-           WHEN kind = 'decision' THEN 'stage.decision'
-           WHEN status = 'success' THEN 'stage.completed'
-           WHEN status = 'failed' THEN 'stage.failed'
-           ELSE 'stage.skipped'
-       END,
-       path,
-       CASE
-           WHEN kind = 'decision' THEN decision
-           ELSE json_object(
-               'stage_id', stage_id,
-               'component_type', component_type,
-               'status', status,
-               'attempts', attempts,
-               'error', error,
-               'error_type', error_type,
-               'handled', json(CASE handled WHEN 1 THEN 'true' ELSE 'false' END),
-               'duration_ms', max(0.0, (finished_at - started_at) * 1000.0))
-       END
-FROM run_records
-WHERE event_id > max(:after_id, 0)
+SELECT id, run_id, ts, kind, path, data FROM record_events
+WHERE id > max(:after_id, 0)
 UNION ALL
-SELECT event_id, run_id, started_at,
-       CASE WHEN attempt <= 1 THEN 'stage.started' ELSE 'stage.retry' END,
-       path, json_object('attempt', attempt)
-FROM run_attempts
-WHERE event_id > max(:after_id, 0)
+SELECT id, run_id, ts, kind, path, data FROM attempt_events
+WHERE id > max(:after_id, 0)
 ORDER BY 1
 LIMIT :limit;
 
@@ -54,34 +32,11 @@ LIMIT :limit;
 SELECT id, run_id, ts, kind, path, data FROM run_event_log
 WHERE run_id = :run_id AND id > :after_id
 UNION ALL
-SELECT event_id, run_id, committed_at,
-       CASE
-           WHEN kind = 'decision' THEN 'stage.decision'
-           WHEN status = 'success' THEN 'stage.completed'
-           WHEN status = 'failed' THEN 'stage.failed'
-           ELSE 'stage.skipped'
-       END,
-       path,
-       CASE
-           WHEN kind = 'decision' THEN decision
-           ELSE json_object(
-               'stage_id', stage_id,
-               'component_type', component_type,
-               'status', status,
-               'attempts', attempts,
-               'error', error,
-               'error_type', error_type,
-               'handled', json(CASE handled WHEN 1 THEN 'true' ELSE 'false' END),
-               'duration_ms', max(0.0, (finished_at - started_at) * 1000.0))
-       END
-FROM run_records
-WHERE run_id = :run_id AND event_id > max(:after_id, 0)
+SELECT id, run_id, ts, kind, path, data FROM record_events
+WHERE run_id = :run_id AND id > max(:after_id, 0)
 UNION ALL
-SELECT event_id, run_id, started_at,
-       CASE WHEN attempt <= 1 THEN 'stage.started' ELSE 'stage.retry' END,
-       path, json_object('attempt', attempt)
-FROM run_attempts
-WHERE run_id = :run_id AND event_id > max(:after_id, 0)
+SELECT id, run_id, ts, kind, path, data FROM attempt_events
+WHERE run_id = :run_id AND id > max(:after_id, 0)
 ORDER BY 1
 LIMIT :limit;
 
