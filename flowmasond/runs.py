@@ -251,10 +251,7 @@ class RunManager:
         run_id = run_id or new_run_id()
         # With a concurrency slot free now, the run takes it before its first await and is created
         # already running: one commit instead of two (created, then marked running by _drive).
-        # Semaphore.acquire does not wait when the semaphore is not locked.
-        slot = not after and not self._slots.locked()
-        if slot:
-            await self._slots.acquire()
+        slot = not after and await self._free_slot()
         try:
             await self._acquire(run_id)  # first: the creation itself is fenced
             try:
