@@ -32,7 +32,7 @@ def test_a_heartbeat_slower_than_half_the_lease_is_refused(tmp_path: Path) -> No
 
 
 def test_the_default_node_id_is_made_once_and_kept_in_the_state_dir(tmp_path: Path) -> None:
-    """Without `node_id`, a node names itself host-XXXXXX once and keeps that name across restarts."""
+    """Without `node_id`, a node names itself `<host name>-<six hex digits>`, keeping it across restarts."""
     first = resolve_node_id(tmp_path)
     assert (tmp_path / NODE_ID_FILE).read_text().strip() == first
     assert resolve_node_id(tmp_path) == first
