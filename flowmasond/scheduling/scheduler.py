@@ -76,6 +76,10 @@ class Scheduler:
         self.clock: Clock = clock or SystemClock()
         self._schedules: dict[ScheduleKey, TrackedSchedule] = {}
         self._lock = asyncio.Lock()  # one sync at a time (each reads the journal)
+        # One fire of a schedule at a time: a fire decides its overlap from the runs that exist,
+        # and its own run exists only once created, so two fires sent together (operators'
+        # triggers) must not both decide before either run is there.
+        self._firing: dict[ScheduleKey, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._went_idle = asyncio.Event()  # replaced each time the loop goes idle
         self._idle_at: float | None = None
@@ -410,6 +414,11 @@ class Scheduler:
     async def _fire(self, schedule: TrackedSchedule, fire_time: float, *, after: list[str] | None = None,
                     manual: bool = False) -> FireResult:
         """Record one fire, then start (or, by the overlap policy, skip) its run."""
+        async with self._firing.setdefault(schedule.key, asyncio.Lock()):
+            return await self._fire_alone(schedule, fire_time, after=after, manual=manual)
+
+    async def _fire_alone(self, schedule: TrackedSchedule, fire_time: float, *, after: list[str] | None,
+                          manual: bool) -> FireResult:
         try:
             self.catalog.get(schedule.pipeline_id)
         except PipelineNotFoundError as exc:  # removed; the next sync drops the schedule
